@@ -1,0 +1,58 @@
+# Two commands matter: `make demo` (the DAG end to end on the local edge stack) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed
+STACK_ENV := .devstack/stack.env
+PARTITION ?=
+
+export AIRFLOW_HOME := $(CURDIR)/.devstack/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
+
+.PHONY: install lock stack-up stack-status stack-down seed test test-unit demo demo-down clean
+
+install: $(STAMP)
+
+# Re-installs only when the lock or the package metadata changed; a second run is a no-op.
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	touch $(STAMP)
+
+lock:
+	$(VENV)/bin/uv pip compile -q --python 3.11 --generate-hashes requirements-dev.txt -o requirements.lock
+
+stack-up: install
+	$(PY) -m devstack up
+
+stack-status: install
+	$(PY) -m devstack status
+
+stack-down:
+	test -x $(PY) && $(PY) -m devstack down || true
+
+seed: stack-up
+	$(PY) -m devstack.seed
+
+test-unit: install
+	$(PY) -m pytest tests/unit -q
+
+# Brings the stack up, runs the whole suite, and always stops what it started.
+test: install
+	bash devstack/run-tests.sh
+
+demo: install
+	bash devstack/demo.sh up $(PARTITION)
+
+demo-down:
+	test -x $(PY) && bash devstack/demo.sh down || true
+
+clean: stack-down
+	rm -rf .devstack

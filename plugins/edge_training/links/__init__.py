@@ -1,0 +1,1 @@
+"""Links for the edge training package, one module per service."""

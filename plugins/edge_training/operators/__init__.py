@@ -1,0 +1,1 @@
+"""Operators for the edge training package, one module per service."""

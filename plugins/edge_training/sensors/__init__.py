@@ -1,0 +1,1 @@
+"""Sensors for the edge training package, one module per service."""

@@ -1,0 +1,1 @@
+"""Triggers for the edge training package, one module per service."""
