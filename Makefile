@@ -35,7 +35,9 @@ stack-up: install
 stack-status: install
 	$(PY) -m devstack status
 
+# Stops the demo's Airflow too, then every stack service that stack-up started (by pid).
 stack-down:
+	test -x $(PY) && $(PY) -m devstack.demo down || true
 	test -x $(PY) && $(PY) -m devstack down || true
 
 seed: stack-up
@@ -49,10 +51,10 @@ test: install
 	bash devstack/run-tests.sh
 
 demo: install
-	bash devstack/demo.sh up $(PARTITION)
+	$(PY) -m devstack.demo up $(PARTITION)
 
 demo-down:
-	test -x $(PY) && bash devstack/demo.sh down || true
+	test -x $(PY) && $(PY) -m devstack.demo down || true
 
 clean: stack-down
 	rm -rf .devstack

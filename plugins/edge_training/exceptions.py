@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 
 class EdgeTrainingError(AirflowException):
     """Base of every error raised by the edge training package."""
+
+
+class InvalidInputError(EdgeTrainingError, AirflowFailException):
+    """Bad input, data or trust: a retry cannot cure it, so the task fails at once without retries."""
 
 
 # Edge VM (SSH)
@@ -14,7 +18,7 @@ class EdgeVMError(EdgeTrainingError):
     """The edge VM cannot be reached or is not fit to run a training."""
 
 
-class HostKeyMismatchError(EdgeVMError):
+class HostKeyMismatchError(EdgeVMError, InvalidInputError):
     """The edge VM presented a host key different from the pinned one."""
 
 
@@ -27,25 +31,42 @@ class StackHubError(EdgeTrainingError):
     """A Stack Hub blob storage call or validation failed."""
 
 
-class LocalityPolicyError(StackHubError):
+class LocalityPolicyError(StackHubError, InvalidInputError):
     """The storage endpoint is not inside the configured Stack Hub domain."""
 
 
-class InvalidPartitionKeyError(StackHubError):
+class InvalidPartitionKeyError(StackHubError, InvalidInputError):
     """A partition key would escape its prefix or is malformed."""
 
 
-class PartitionIncompleteError(StackHubError):
+class PartitionIncompleteError(StackHubError, InvalidInputError):
     """The partition is missing, lacks its marker, or has empty data files."""
 
 
-class SchemaDriftError(StackHubError):
+class SchemaDriftError(StackHubError, InvalidInputError):
     """A data file's header does not match the expected columns."""
 
 
 # Azure ML
 class AzureMLError(EdgeTrainingError):
     """An Azure ML call failed or a job ended badly."""
+
+
+class AzureMLConnectionError(AzureMLError):
+    """The azureml connection is missing a field or holds an invalid value."""
+
+
+class AzureMLTransientError(AzureMLError):
+    """A call that a retry may cure (no answer, HTTP 408/429/5xx); carries the server's Retry-After."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.retry_after_s = retry_after_s
+
+
+class EvaluationGateError(AzureMLError):
+    """The quality gate cannot compare: a metric is missing from the new model or the baseline."""
 
 
 class AzureMLJobFailedError(AzureMLError):
@@ -65,11 +86,11 @@ class ContainerImageError(EdgeTrainingError):
     """An image build, smoke test or push failed."""
 
 
-class SmokeTestError(ContainerImageError):
+class SmokeTestError(ContainerImageError, InvalidInputError):
     """The built image did not answer /health or /score as expected."""
 
 
-class RegistryAuthError(ContainerImageError):
+class RegistryAuthError(ContainerImageError, InvalidInputError):
     """The registry refused the credentials."""
 
 

@@ -13,5 +13,10 @@ def get_provider_info() -> dict:
         "description": "Train Azure ML models on edge compute next to Azure Stack Hub data.",
         "versions": ["0.1.0"],
         "connection-types": connection_types(),
-        "extra-links": [],
+        # Operators declare their links (operator_extra_links), which is all Airflow 3 needs; listing
+        # them here also lets the UI resolve them for serialized DAGs from other processes.
+        "extra-links": [
+            "edge_training.links.azureml.AzureMLJobLink",
+            "edge_training.links.azureml.AzureMLModelLink",
+        ],
     }

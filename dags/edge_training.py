@@ -1,0 +1,267 @@
+"""
+### Edge training: one Azure ML training per daily data partition, next to the data
+
+Training data stays on premises in Azure Stack Hub blob storage. Each run of this DAG takes one daily
+partition (`telemetry/date=YYYY-MM-DD/` in the `training` container), and:
+
+1. **check_edge_vm** - over SSH (pinned host key): Docker answers, the training image is there, disk,
+   memory, clock skew, the VM reaches the Stack Hub blob endpoint, sshd posture.
+2. **validate_partition** - the partition is in the Stack Hub domain (locality policy), complete
+   (`_SUCCESS`, no empty file), has the expected columns; fingerprinted from listings; a manifest is
+   written beside the data.
+3. **submit_training** - an Azure ML command job on the attached edge compute; deferrable: the
+   triggerer waits and streams the job's log into this task's log. The job name derives from the
+   partition and the data fingerprint, so retries, clears and re-run backfills reuse the same job.
+4. **evaluate_gate** - compares the new metrics with the current production model; a worse model
+   skips registration (a skip, not a failure).
+5. **register_model** - registers the job's model output as a version with lineage tags
+   (partition, fingerprint, job, run, git commit, metrics) and emits the model asset event.
+6. **build_image** / **push_image** - builds the scoring image with the model, smoke-tests it, pushes
+   it to the registry and verifies the digest; the image reference goes back onto the model version.
+7. **summary** - one JSON line: partition, job, model, image, status, durations.
+
+Runs are keyed by partition (`CronPartitionTimetable`, daily at 02:00 UTC for the previous day).
+Backfill historical partitions with
+`airflow backfill create --dag-id edge_training --from-date 2026-11-01 --to-date 2026-11-07`.
+Trigger one partition by hand with the `partition` param (`YYYY-MM-DD`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+
+from airflow.sdk import DAG, Asset, CronPartitionTimetable, Param, task
+from edge_training.operators.azureml import (
+    AzureMLRegisterModelOperator,
+    AzureMLSubmitJobOperator,
+    EvaluateGateOperator,
+)
+from edge_training.operators.container_image import ModelImageBuildOperator, ModelImagePushOperator
+from edge_training.operators.edge_vm import EdgeVMReadinessOperator
+from edge_training.operators.stackhub_blob import StackHubPartitionOperator
+from edge_training.partitions import partition_date_str
+from edge_training.project import git_commit
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TRAINING_CODE = str(PROJECT_ROOT / "include" / "training")
+SERVING_CONTEXT = str(PROJECT_ROOT / "include" / "serving")
+
+# The partition this run trains: the `partition` param when given (manual runs), else the run's key.
+PARTITION = "{{ edge_partition(params.partition or partition_key) }}"
+MODEL_ASSET = Asset(name="edge_training_model", uri="azureml://models/equipment-failure")
+FEATURES = ["temperature_c", "vibration_mm_s", "pressure_kpa", "rpm", "runtime_hours"]
+EXPECTED_COLUMNS = ["device_id", "timestamp", *FEATURES, "failure"]
+
+default_args = {
+    "owner": "data-ops",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+    "execution_timeout": timedelta(minutes=30),
+}
+
+with DAG(
+    dag_id="edge_training",
+    description="Train on the edge VM next to the Stack Hub data, register the model, push its image",
+    schedule=CronPartitionTimetable("0 2 * * *", timezone="UTC", run_offset=-1),
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=4,
+    max_active_tasks=8,
+    dagrun_timeout=timedelta(hours=4),
+    default_args=default_args,
+    doc_md=__doc__,
+    tags=["edge", "azureml", "stack-hub", "training"],
+    user_defined_macros={"edge_partition": partition_date_str, "git_commit": git_commit},
+    render_template_as_native_obj=False,
+    params={
+        "partition": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Partition date to train (YYYY-MM-DD). Empty: the run's own partition key.",
+        ),
+        "force_retrain": Param(
+            False,
+            type="boolean",
+            description="Submit a new AML job even if a completed one exists for this partition and data.",
+        ),
+        "model_name": Param(
+            "equipment-failure",
+            type="string",
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$",
+            description="AML model name; also the image repository in the registry.",
+        ),
+        "primary_metric": Param("roc_auc", type="string", description="Metric the gate compares."),
+        "gate_tolerance": Param(
+            0.02, type="number", minimum=0, description="How much worse than production is still accepted."
+        ),
+        "min_disk_gib": Param(2.0, type="number", minimum=0, description="Free disk needed on the VM."),
+        "min_memory_gib": Param(1.0, type="number", minimum=0, description="Free memory needed on the VM."),
+        "max_clock_skew_s": Param(60, type="integer", minimum=0, description="Allowed VM clock skew."),
+        "require_gpu": Param(False, type="boolean", description="Fail unless the VM has a GPU."),
+        "environment": Param(
+            os.environ.get("EDGE_AML_ENVIRONMENT", "edge-training-base:1"),
+            type="string",
+            description="AML environment (name:version) the job runs in.",
+        ),
+        "environment_image": Param(
+            os.environ.get("EDGE_BASE_IMAGE", "edge-training-base:bookworm"),
+            type="string",
+            description="Docker image of that environment; must be on the VM. Also the serving base image.",
+        ),
+        "compute": Param(
+            os.environ.get("EDGE_AML_COMPUTE", "edge-vm"),
+            type="string",
+            description="AML compute attached for the edge (virtualmachine or kubernetes).",
+        ),
+        "job_timeout_minutes": Param(120, type="integer", minimum=1, description="Cancel the job after this."),
+    },
+) as dag:
+    check_edge_vm = EdgeVMReadinessOperator(
+        task_id="check_edge_vm",
+        ssh_conn_id="edge_vm_ssh",
+        image="{{ params.environment_image }}",
+        stackhub_conn_id="stackhub_blob",
+        min_disk_gib="{{ params.min_disk_gib }}",
+        min_memory_gib="{{ params.min_memory_gib }}",
+        max_clock_skew_s="{{ params.max_clock_skew_s }}",
+        require_gpu="{{ params.require_gpu }}",
+        execution_timeout=timedelta(minutes=5),
+    )
+
+    validate_partition = StackHubPartitionOperator(
+        task_id="validate_partition",
+        stackhub_conn_id="stackhub_blob",
+        container="training",
+        prefix="telemetry/date={partition_date}/",
+        partition_key="{{ params.partition or partition_key }}",
+        expected_columns=EXPECTED_COLUMNS,
+        datastore="stackhub_data",
+        execution_timeout=timedelta(minutes=10),
+    )
+
+    submit_training = AzureMLSubmitJobOperator(
+        task_id="submit_training",
+        azureml_conn_id="azureml_default",
+        code=TRAINING_CODE,
+        # AML's own ${{...}} placeholders, kept away from Jinja.
+        command=(
+            "{% raw %}python3 train.py --data ${{inputs.data}} --output ${{outputs.model}}"
+            " --label failure{% endraw %}"
+        ),
+        environment="{{ params.environment }}",
+        compute="{{ params.compute }}",
+        experiment_name="edge-training",
+        partition=PARTITION,
+        data_fingerprint="{{ ti.xcom_pull(task_ids='validate_partition')['fingerprint'] }}",
+        inputs={
+            "data": {
+                "type": "uri_folder",
+                "path": "{{ ti.xcom_pull(task_ids='validate_partition')['data_uri'] }}",
+            }
+        },
+        outputs={"model": {"type": "uri_folder"}},
+        tags={
+            "dag_id": "{{ dag.dag_id }}",
+            "run_id": "{{ run_id }}",
+            "partition": PARTITION,
+            "data_fingerprint": "{{ ti.xcom_pull(task_ids='validate_partition')['fingerprint'] }}",
+            "git_commit": "{{ git_commit() }}",
+        },
+        force_new_job="{{ params.force_retrain }}",
+        job_timeout="{{ params.job_timeout_minutes * 60 }}",
+        pool="edge_vm",
+        deferrable=True,
+        execution_timeout=timedelta(hours=3),
+    )
+
+    evaluate_gate = EvaluateGateOperator(
+        task_id="evaluate_gate",
+        azureml_conn_id="azureml_default",
+        job_name="{{ ti.xcom_pull(task_ids='submit_training')['job_name'] }}",
+        model_name="{{ params.model_name }}",
+        primary_metric="{{ params.primary_metric }}",
+        tolerance="{{ params.gate_tolerance }}",
+    )
+
+    register_model = AzureMLRegisterModelOperator(
+        task_id="register_model",
+        azureml_conn_id="azureml_default",
+        job_name="{{ ti.xcom_pull(task_ids='submit_training')['job_name'] }}",
+        model_name="{{ params.model_name }}",
+        partition=PARTITION,
+        data_fingerprint="{{ ti.xcom_pull(task_ids='validate_partition')['fingerprint'] }}",
+        git_commit="{{ git_commit() }}",
+        training_environment="{{ params.environment }}",
+        outlets=[MODEL_ASSET],
+    )
+
+    build_image = ModelImageBuildOperator(
+        task_id="build_image",
+        docker_conn_id="docker_edge",
+        registry_conn_id="acr_default",
+        azureml_conn_id="azureml_default",
+        serving_dir=SERVING_CONTEXT,
+        model_name="{{ params.model_name }}",
+        model_version="{{ ti.xcom_pull(task_ids='register_model')['version'] }}",
+        job_name="{{ ti.xcom_pull(task_ids='submit_training')['job_name'] }}",
+        partition=PARTITION,
+        data_fingerprint="{{ ti.xcom_pull(task_ids='validate_partition')['fingerprint'] }}",
+        git_commit="{{ git_commit() }}",
+        base_image="{{ params.environment_image }}",
+        execution_timeout=timedelta(minutes=20),
+    )
+
+    push_image = ModelImagePushOperator(
+        task_id="push_image",
+        docker_conn_id="docker_edge",
+        registry_conn_id="acr_default",
+        azureml_conn_id="azureml_default",
+        build_result="{{ ti.xcom_pull(task_ids='build_image') | tojson }}",
+        execution_timeout=timedelta(minutes=20),
+    )
+
+    @task(trigger_rule="none_failed", retries=0)
+    def summary(ti=None, dag_run=None, params=None) -> dict:
+        """Print the run's outcome as one JSON line, for people and for `make demo`."""
+        partition = ti.xcom_pull(task_ids="validate_partition") or {}
+        job = ti.xcom_pull(task_ids="submit_training") or {}
+        gate = ti.xcom_pull(task_ids="evaluate_gate") or {}
+        model = ti.xcom_pull(task_ids="register_model") or {}
+        image = ti.xcom_pull(task_ids="push_image") or {}
+        started = dag_run.start_date
+        status = "success" if image.get("image") else ("gated" if gate.get("passed") is False else "incomplete")
+        line = {
+            "partition": partition.get("partition_date"),
+            "data_fingerprint": partition.get("fingerprint"),
+            "aml_job": job.get("job_name"),
+            "aml_job_status": job.get("status"),
+            "model": f"{model['name']}:{model['version']}" if model.get("version") else None,
+            "image": image.get("image"),
+            "status": status,
+            "gate": gate,
+            "durations_s": {
+                "training_job": job.get("duration_s"),
+                "run_so_far": round((pendulum.now("UTC") - started).total_seconds(), 1) if started else None,
+            },
+        }
+        print("EDGE_TRAINING_SUMMARY " + json.dumps(line, sort_keys=True))
+        return line
+
+    (
+        check_edge_vm
+        >> validate_partition
+        >> submit_training
+        >> evaluate_gate
+        >> register_model
+        >> build_image
+        >> push_image
+        >> summary()
+    )

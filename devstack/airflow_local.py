@@ -1,0 +1,303 @@
+"""A local Airflow (api-server, scheduler, dag-processor, triggerer) against the edge stack.
+
+Used by `make demo` and the e2e tests. Runs the project's dags/ and plugins/ unchanged, with the
+connections from .devstack/stack.env, on LocalExecutor + SQLite by default or CeleryExecutor +
+Postgres + Redis for the scale path. Every process is started with a pid file and stopped by pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devstack.base import REPO, STATE, StackContext, StackError
+
+API_PORT = 47180
+ADMIN_USER = "admin"
+EDGE_VM_POOL = "edge_vm"
+EDGE_VM_POOL_SLOTS = 2
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=value lines with shell quoting, as written by `devstack up`."""
+    values: dict[str, str] = {}
+    if not path.exists():
+        return values
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, raw = line.partition("=")
+        parts = shlex.split(raw)
+        values[key.strip()] = parts[0] if parts else ""
+    return values
+
+
+@dataclass
+class LocalAirflow:
+    """One Airflow installation: its home, executor, database and the processes it runs."""
+
+    name: str = "airflow"
+    port: int = API_PORT
+    executor: str = "LocalExecutor"
+    sql_alchemy_conn: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    workers: int = 0
+    ctx: StackContext = field(default_factory=StackContext)
+
+    @property
+    def home(self) -> Path:
+        return STATE / self.name
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def _secret(self, filename: str) -> str:
+        path = self.home / filename
+        if not path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(24))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    @property
+    def admin_password(self) -> str:
+        passwords = self.home / "passwords.json"
+        if not passwords.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            passwords.write_text(json.dumps({ADMIN_USER: secrets.token_urlsafe(12)}))
+            passwords.chmod(0o600)
+        return json.loads(passwords.read_text())[ADMIN_USER]
+
+    def env(self) -> dict[str, str]:
+        stack_env = read_env_file(STATE / "stack.env")
+        if not stack_env:
+            raise StackError("airflow: .devstack/stack.env not found; run `make stack-up` first")
+        password = self.admin_password  # creates the passwords file
+        env = {
+            **os.environ,
+            **stack_env,
+            "AIRFLOW_HOME": str(self.home),
+            "PYTHONPATH": f"{REPO}:{REPO / 'plugins'}",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": self.executor,
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__BASE_URL": self.base_url,
+            "AIRFLOW__API__SECRET_KEY": self._secret("api_secret_key"),
+            "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt_secret"),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "NO_PROXY": "*",
+        }
+        if self.sql_alchemy_conn:
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = self.sql_alchemy_conn
+        else:
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{self.home / 'airflow.db'}"
+        env.update(self.extra_env)
+        assert password
+        return env
+
+    def airflow(self, *args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess:
+        """Run an `airflow` CLI command in this installation's environment."""
+        proc = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "airflow"), *args],
+            env=self.env(),
+            cwd=str(REPO),
+            capture_output=capture,
+            text=True,
+        )
+        if check and proc.returncode != 0:
+            raise StackError(
+                f"airflow {' '.join(args)} exited {proc.returncode}: "
+                f"{(proc.stderr or proc.stdout or '')[-2000:]}"
+            )
+        return proc
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def _pid_name(self, component: str) -> str:
+        return f"{self.name}-{component}"
+
+    def running_components(self) -> list[str]:
+        names = list(COMPONENTS) + [f"worker-{i}" for i in range(self.workers)]
+        return [c for c in names if self.ctx.running_pid(self._pid_name(c))]
+
+    def start(self) -> None:
+        """Migrate the DB, create the pool, start every component (idempotent)."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        if len(self.running_components()) == len(COMPONENTS) + self.workers and self.healthy():
+            print(f"{self.name}: already running at {self.base_url}")
+            return
+        self.airflow("db", "migrate")
+        self.airflow("pools", "set", EDGE_VM_POOL, str(EDGE_VM_POOL_SLOTS),
+                     "Trainings the edge VM runs at once")
+        env = self.env()
+        airflow_bin = str(REPO / ".venv" / "bin" / "airflow")
+        commands = {
+            "api-server": [airflow_bin, "api-server", "--port", str(self.port), "--host", "127.0.0.1"],
+            "scheduler": [airflow_bin, "scheduler"],
+            "dag-processor": [airflow_bin, "dag-processor"],
+            "triggerer": [airflow_bin, "triggerer"],
+        }
+        for i in range(self.workers):
+            commands[f"worker-{i}"] = [
+                airflow_bin, "celery", "worker", "--concurrency", "2",
+                "--celery-hostname", f"edge-worker-{i}@%h", "--skip-serve-logs",
+            ]
+        for component, argv in commands.items():
+            if self.ctx.running_pid(self._pid_name(component)):
+                continue
+            self.ctx.spawn(self._pid_name(component), argv, env=env)
+        self.wait_healthy()
+
+    def stop(self) -> list[str]:
+        stopped = []
+        for component in [f"worker-{i}" for i in range(self.workers)] + list(reversed(COMPONENTS)):
+            if self.ctx.stop(self._pid_name(component)):
+                stopped.append(component)
+        return stopped
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/api/v2/monitor/health", timeout=3) as resp:
+                body = json.loads(resp.read())
+        except (OSError, ValueError):
+            return False
+        return body.get("metadatabase", {}).get("status") == "healthy" and body.get(
+            "scheduler", {}
+        ).get("status") == "healthy"
+
+    def wait_healthy(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.healthy():
+                return
+            for component in COMPONENTS:
+                if not self.ctx.running_pid(self._pid_name(component)):
+                    log = self.ctx.log_file(self._pid_name(component))
+                    tail = log.read_text()[-3000:] if log.exists() else ""
+                    raise StackError(f"{self.name}: {component} exited during start-up; log tail:\n{tail}")
+            time.sleep(1)
+        raise StackError(f"{self.name}: API at {self.base_url} not healthy after {timeout:.0f}s")
+
+    # -- REST API ------------------------------------------------------------------------------
+
+    def token(self) -> str:
+        """A JWT for the admin user, cached for a few minutes (the API's default expiry is longer)."""
+        cached = getattr(self, "_token", None)
+        if cached and cached[1] > time.monotonic():
+            return cached[0]
+        body = json.dumps({"username": ADMIN_USER, "password": self.admin_password}).encode()
+        req = urllib.request.Request(
+            f"{self.base_url}/auth/token", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            token = json.loads(resp.read())["access_token"]
+        self._token = (token, time.monotonic() + 300)
+        return token
+
+    def api(self, method: str, path: str, body: dict | None = None, *, raw: bool = False):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            f"{self.base_url}/api/v2{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token()}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                payload = resp.read()
+        except urllib.error.HTTPError as exc:
+            raise StackError(f"Airflow API {method} {path} -> {exc.code}: {exc.read()[:1000]!r}") from exc
+        if raw:
+            return payload.decode()
+        return json.loads(payload) if payload else None
+
+    def wait_dag_parsed(self, dag_id: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                dag = self.api("GET", f"/dags/{dag_id}")
+                if dag and not dag.get("has_import_errors"):
+                    if dag.get("is_paused"):
+                        self.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
+                    return
+            except StackError as exc:
+                last = str(exc)
+            errors = self.api("GET", "/importErrors")
+            if errors.get("total_entries"):
+                raise StackError(f"DAG import errors: {json.dumps(errors['import_errors'])[:3000]}")
+            time.sleep(2)
+        raise StackError(f"DAG {dag_id} not parsed after {timeout:.0f}s ({last})")
+
+    def trigger(self, dag_id: str, *, partition_key: str | None = None, conf: dict | None = None,
+                run_id: str | None = None) -> dict:
+        body: dict = {"logical_date": None, "conf": conf or {}}
+        if partition_key:
+            body["partition_key"] = partition_key
+        if run_id:
+            body["dag_run_id"] = run_id
+        return self.api("POST", f"/dags/{dag_id}/dagRuns", body)
+
+    def wait_run(self, dag_id: str, run_id: str, *, timeout: float = 900) -> dict:
+        deadline = time.monotonic() + timeout
+        quoted = urllib.request.quote(run_id, safe="")
+        while time.monotonic() < deadline:
+            run = self.api("GET", f"/dags/{dag_id}/dagRuns/{quoted}")
+            if run["state"] in ("success", "failed"):
+                return run
+            time.sleep(2)
+        raise StackError(f"run {dag_id}/{run_id} not finished after {timeout:.0f}s")
+
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict]:
+        quoted = urllib.request.quote(run_id, safe="")
+        tis = self.api("GET", f"/dags/{dag_id}/dagRuns/{quoted}/taskInstances")["task_instances"]
+        return {ti["task_id"]: ti for ti in tis}
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value"):
+        quoted = urllib.request.quote(run_id, safe="")
+        entry = self.api(
+            "GET", f"/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/xcomEntries/{key}"
+        )
+        return entry["value"]
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        quoted = urllib.request.quote(run_id, safe="")
+        content = self.api(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/logs/{try_number}?full_content=true",
+        )
+        lines = []
+        for item in content.get("content", []):
+            if not isinstance(item, dict):
+                lines.append(str(item))
+                continue
+            lines.append(str(item.get("event", "")))
+            for error in item.get("error_detail") or []:
+                lines.append(f"{error.get('exc_type')}: {error.get('exc_value')}")
+        return "\n".join(lines)

@@ -1,0 +1,115 @@
+"""The scale path's services for Airflow: Postgres and Redis on loopback, for CeleryExecutor.
+
+    python -m devstack.scale up|down
+
+Debian's postgresql and redis-server (installed if missing), each with its data under .devstack/
+and its pid recorded, so `down` (and `make stack-down`) stops exactly what `up` started.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from devstack.base import StackContext, StackError
+from devstack.util import apt_install, run
+
+PG_PORT = 47132
+REDIS_PORT = 47179
+PG_USER = "airflow"
+PG_DB = "airflow"
+
+
+def _pg_bin(name: str) -> str:
+    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
+        return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise StackError(f"postgres: {name} not found after installing postgresql")
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_port(name: str, port: int, ctx: StackContext, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _listening(port):
+            return
+        if not ctx.running_pid(name):
+            log = ctx.log_file(name)
+            raise StackError(f"{name}: exited during start-up: {log.read_text()[-1500:] if log.exists() else ''}")
+        time.sleep(0.2)
+    raise StackError(f"{name}: not listening on 127.0.0.1:{port} after {timeout:.0f}s")
+
+
+def sql_alchemy_conn() -> str:
+    return f"postgresql+psycopg2://{PG_USER}@127.0.0.1:{PG_PORT}/{PG_DB}"
+
+
+def broker_url() -> str:
+    return f"redis://127.0.0.1:{REDIS_PORT}/0"
+
+
+def up(ctx: StackContext | None = None) -> None:
+    ctx = ctx or StackContext()
+    apt_install(["postgresql", "redis-server"], what="scale path")
+    # Postgres refuses to run as root: its data directory belongs to the postgres user.
+    data = ctx.state / "postgres"
+    if not ctx.running_pid("postgres"):
+        if _listening(PG_PORT):
+            raise StackError(f"postgres: port {PG_PORT} is taken by a process this stack did not start")
+        if not (data / "PG_VERSION").exists():
+            data.mkdir(parents=True, exist_ok=True)
+            shutil.chown(data, "postgres", "postgres")
+            run(["runuser", "-u", "postgres", "--", _pg_bin("initdb"), "-D", str(data), "-U", PG_USER,
+                 "--auth=trust", "-E", "UTF8"], what="postgres initdb")
+        (ctx.state).chmod(0o755)
+        ctx.spawn("postgres", ["runuser", "-u", "postgres", "--", _pg_bin("postgres"), "-D", str(data),
+                               "-h", "127.0.0.1", "-p", str(PG_PORT), "-k", "/tmp"])
+        _wait_port("postgres", PG_PORT, ctx)
+        deadline = time.monotonic() + 30
+        while True:
+            proc = subprocess.run([_pg_bin("psql"), "-h", "127.0.0.1", "-p", str(PG_PORT), "-U", PG_USER,
+                                   "-d", "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname='{PG_DB}'"],
+                                  capture_output=True, text=True)
+            if proc.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise StackError(f"postgres: not accepting queries: {proc.stderr}")
+            time.sleep(0.5)
+        if proc.stdout.strip() != "1":
+            run([_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(PG_PORT), "-U", PG_USER, PG_DB],
+                what="postgres createdb")
+    if not ctx.running_pid("redis"):
+        if _listening(REDIS_PORT):
+            raise StackError(f"redis: port {REDIS_PORT} is taken by a process this stack did not start")
+        redis_dir = ctx.state / "redis"
+        redis_dir.mkdir(parents=True, exist_ok=True)
+        ctx.spawn("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(REDIS_PORT),
+                            "--dir", str(redis_dir), "--save", "", "--appendonly", "no"])
+        _wait_port("redis", REDIS_PORT, ctx)
+    print(f"scale path: postgres 127.0.0.1:{PG_PORT}, redis 127.0.0.1:{REDIS_PORT}")
+
+
+def down(ctx: StackContext | None = None) -> None:
+    ctx = ctx or StackContext()
+    for name in ("redis", "postgres"):
+        print(f"{name}: {'stopped' if ctx.stop(name) else 'not running'}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in ("up", "down"):
+        sys.exit(__doc__)
+    try:
+        up() if sys.argv[1] == "up" else down()
+    except StackError as exc:
+        sys.exit(str(exc))

@@ -1,0 +1,1 @@
+"""One module per stack service; each defines a devstack.base.Service subclass."""

@@ -1,0 +1,687 @@
+"""Azure Stack Hub blob storage: locality policy, partition completeness, shape, fingerprint, manifest.
+
+Stack Hub speaks blob REST API versions up to 2019-07-07, so every client is built with that
+``api_version`` and a connection string with ``EndpointSuffix`` (shared key; SDK-made SAS tokens
+carry a newer ``sv`` and fail there). The data must stay on premises: before any request, the
+account endpoint is checked against the configured Stack Hub domain and public Azure suffixes are
+refused unless the policy says otherwise.
+
+Partitions can hold tens of thousands of blobs. :meth:`StackHubBlobHook.validate_partition` makes
+one pass over the listing (already sorted by name), hashing each entry as it goes and spooling the
+manifest's file list to a temporary file, so memory stays flat whatever the blob count.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as dt
+import fnmatch
+import hashlib
+import io
+import json
+import logging
+import random
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from airflow.sdk import BaseHook
+
+from edge_training.exceptions import (
+    LocalityPolicyError,
+    PartitionIncompleteError,
+    SchemaDriftError,
+    StackHubError,
+)
+from edge_training.partitions import date_in_prefix, validate_prefix
+from edge_training.partitions import partition_date as _partition_date
+
+DEFAULT_API_VERSION = "2019-07-07"
+DEFAULT_DATASTORE = "stackhub_data"
+DEFAULT_MANIFEST_NAME = "_manifest.json"
+DEFAULT_MARKER = "_SUCCESS"
+DEFAULT_DATA_PATTERN = "part-*.csv"
+HEADER_BYTES = 1024
+FINGERPRINT_VERSION = "edge-training-fingerprint/v1"
+# Public Azure clouds' blob endpoint suffixes (global, China, US Gov, Germany, the DNS-zone
+# endpoints, and the air-gapped clouds). A Stack Hub account never lives under these.
+PUBLIC_BLOB_SUFFIXES = (
+    "core.windows.net",
+    "core.chinacloudapi.cn",
+    "core.usgovcloudapi.net",
+    "core.cloudapi.de",
+    "storage.azure.net",
+    "core.microsoft.scloud",
+    "core.eaglex.ic.gov",
+)
+_CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(?:-[a-z0-9]+)*$")
+# Blob names listed in a failure message are capped, so a bad 20,000-file partition stays readable.
+_MAX_NAMED = 20
+# azure-core logs every request and response at INFO; a 20,000-blob partition would flood the task log.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+
+
+# ---------------------------------------------------------------------------------------------
+# Locality policy (pure)
+# ---------------------------------------------------------------------------------------------
+def public_suffix_of(host: str) -> str | None:
+    """Return the public Azure suffix ``host`` belongs to, or None."""
+    host = host.lower().rstrip(".")
+    for suffix in PUBLIC_BLOB_SUFFIXES:
+        if host == suffix or host.endswith("." + suffix):
+            return suffix
+    return None
+
+
+def check_locality(
+    endpoint_url: str,
+    *,
+    stack_hub_domain: str | None,
+    allow_public_endpoint: bool = False,
+    allowed_hosts: Iterable[str] = (),
+) -> str:
+    """Refuse an account endpoint outside the Stack Hub domain; return its host when allowed.
+
+    A Stack Hub blob endpoint is ``<account>.blob.<region>.<fqdn>``; ``stack_hub_domain`` is
+    ``<region>.<fqdn>`` (``local.azurestack.external`` on the ASDK and the devstack). Hosts listed
+    in ``allowed_hosts`` (e.g. a path-style loopback endpoint) are accepted as they are.
+    """
+    parts = urlsplit(endpoint_url)
+    host = (parts.hostname or "").lower().rstrip(".")
+    if not host:
+        raise LocalityPolicyError(f"storage endpoint {endpoint_url!r} has no host name")
+    allowed = {h.lower() for h in allowed_hosts}
+    public = public_suffix_of(host)
+    if public:
+        if allow_public_endpoint:
+            return host
+        raise LocalityPolicyError(
+            f"storage endpoint {host} is a public Azure cloud endpoint (*.{public}): expected an account "
+            f"inside the Stack Hub domain *.blob.{stack_hub_domain or '<stack_hub_domain>'}; the data must "
+            "not leave the premises (set allow_public_endpoint=True only if the policy allows it)"
+        )
+    if host in allowed:
+        return host
+    if not stack_hub_domain:
+        raise LocalityPolicyError(
+            f"storage endpoint {host}: no Stack Hub domain is configured (connection extra "
+            "'stack_hub_domain', e.g. 'local.azurestack.external'), so locality cannot be verified"
+        )
+    domain = stack_hub_domain.lower().strip(".")
+    suffix = ".blob." + domain
+    account = host[: -len(suffix)] if host.endswith(suffix) else ""
+    if not account or "." in account:
+        raise LocalityPolicyError(
+            f"storage endpoint {host} is outside the Stack Hub domain: expected <account>{suffix}"
+        )
+    return host
+
+
+# ---------------------------------------------------------------------------------------------
+# Fingerprint (pure, streaming)
+# ---------------------------------------------------------------------------------------------
+class Fingerprint:
+    """SHA-256 over the sorted (name, size, Content-MD5 or ETag) of data files, fed one at a time.
+
+    Entries must arrive sorted by name (a blob listing is); nothing is accumulated, so memory is
+    flat. Content-MD5 is preferred because it is stable across re-uploads of the same bytes; blobs
+    without one (block-list uploads) fall back to their ETag.
+    """
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256(FINGERPRINT_VERSION.encode() + b"\n")
+        self._last: str | None = None
+        self.count = 0
+        self.bytes = 0
+
+    @staticmethod
+    def tag(content_md5: bytes | bytearray | None, etag: str | None) -> str:
+        if content_md5:
+            return "md5:" + base64.b64encode(bytes(content_md5)).decode()
+        if etag:
+            return "etag:" + etag.strip('"')
+        raise StackHubError("blob has neither Content-MD5 nor ETag: cannot fingerprint it")
+
+    def add(self, name: str, size: int, content_md5: bytes | bytearray | None, etag: str | None) -> None:
+        if self._last is not None and name <= self._last:
+            raise StackHubError(
+                f"blob listing is not sorted by name: {name!r} came after {self._last!r}; "
+                "expected the service's lexicographic order"
+            )
+        record = json.dumps([name, int(size), self.tag(content_md5, etag)], separators=(",", ":"))
+        self._hash.update(record.encode() + b"\n")
+        self._last = name
+        self.count += 1
+        self.bytes += int(size)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def fingerprint_entries(entries: Iterable[tuple[str, int, bytes | None, str | None]]) -> tuple[str, int, int]:
+    """Fingerprint (name, size, content_md5, etag) tuples; return (hexdigest, count, bytes)."""
+    fp = Fingerprint()
+    for name, size, md5, etag in entries:
+        fp.add(name, size, md5, etag)
+    return fp.hexdigest(), fp.count, fp.bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# Header / schema (pure)
+# ---------------------------------------------------------------------------------------------
+def parse_header(head: bytes, *, blob_size: int, name: str) -> list[str]:
+    """Return the CSV columns in the first line of ``head`` (at most the first KiB of a file)."""
+    text = head.decode("utf-8-sig", errors="replace")
+    newline = text.find("\n")
+    if newline < 0:
+        if blob_size > len(head):
+            raise SchemaDriftError(
+                f"data file {name}: no end of header line within the first {len(head)} bytes: "
+                "expected a CSV header shorter than 1 KiB"
+            )
+        line = text
+    else:
+        line = text[:newline]
+    line = line.rstrip("\r")
+    if not line.strip():
+        raise SchemaDriftError(f"data file {name}: the header line is empty: expected CSV column names")
+    return [c.strip() for c in next(csv.reader([line]))]
+
+
+def compare_columns(name: str, found: list[str], expected: list[str]) -> str | None:
+    """Describe how ``found`` differs from ``expected`` (missing, extra, duplicated), or None."""
+    missing = [c for c in expected if c not in found]
+    extra = [c for c in found if c not in expected]
+    dupes = sorted({c for c in found if found.count(c) > 1})
+    if not (missing or extra or dupes):
+        return None
+    parts = []
+    if missing:
+        parts.append(f"missing {missing}")
+    if extra:
+        parts.append(f"extra {extra}")
+    if dupes:
+        parts.append(f"duplicated {dupes}")
+    return f"{name}: " + ", ".join(parts)
+
+
+class Reservoir:
+    """A fixed-size, deterministic random sample of a stream (the header checks' file sample)."""
+
+    def __init__(self, size: int, seed: str) -> None:
+        self.size = max(0, size)
+        self.items: list[Any] = []
+        self.seen = 0
+        self._rng = random.Random(seed)
+
+    def offer(self, item: Any) -> None:
+        self.seen += 1
+        if len(self.items) < self.size:
+            self.items.append(item)
+            return
+        slot = self._rng.randrange(self.seen)
+        if slot < self.size:
+            self.items[slot] = item
+
+
+# ---------------------------------------------------------------------------------------------
+# Connection settings
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StackHubSettings:
+    """What a client needs, read from the stackhub_blob connection's extra. Never logged."""
+
+    connection_string: str = field(repr=False)
+    api_version: str = DEFAULT_API_VERSION
+    ca_bundle: str | None = None
+    stack_hub_domain: str | None = None
+    allow_public_endpoint: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+
+    @classmethod
+    def from_extra(
+        cls,
+        conn_id: str,
+        extra: dict[str, Any],
+        *,
+        stack_hub_domain: str | None = None,
+        allow_public_endpoint: bool | None = None,
+    ) -> StackHubSettings:
+        conn_str = extra.get("connection_string")
+        if not conn_str:
+            raise StackHubError(
+                f"connection {conn_id!r} has no 'connection_string' in its extra: expected a Stack Hub "
+                "connection string with AccountName, AccountKey and EndpointSuffix"
+            )
+        allowed = extra.get("allowed_endpoint_hosts") or ()
+        if isinstance(allowed, str):
+            allowed = [h.strip() for h in allowed.split(",") if h.strip()]
+        public = allow_public_endpoint
+        if public is None:
+            public = str(extra.get("allow_public_endpoint", "false")).lower() == "true"
+        return cls(
+            connection_string=conn_str,
+            api_version=extra.get("api_version") or DEFAULT_API_VERSION,
+            ca_bundle=extra.get("ca_bundle") or None,
+            stack_hub_domain=stack_hub_domain or extra.get("stack_hub_domain") or None,
+            allow_public_endpoint=bool(public),
+            allowed_hosts=tuple(allowed),
+        )
+
+    def client_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"api_version": self.api_version}
+        if self.ca_bundle:
+            kwargs["connection_verify"] = self.ca_bundle
+        return kwargs
+
+    def service_client(self):
+        """A sync BlobServiceClient, after the locality policy accepted its endpoint."""
+        from azure.storage.blob import BlobServiceClient
+
+        client = BlobServiceClient.from_connection_string(self.connection_string, **self.client_kwargs())
+        self.check(client.url)
+        return client
+
+    def async_service_client(self):
+        """An async BlobServiceClient (for triggers), after the locality policy accepted its endpoint."""
+        from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
+
+        client = AsyncBlobServiceClient.from_connection_string(self.connection_string, **self.client_kwargs())
+        self.check(client.url)
+        return client
+
+    def check(self, url: str) -> str:
+        return check_locality(
+            url,
+            stack_hub_domain=self.stack_hub_domain,
+            allow_public_endpoint=self.allow_public_endpoint,
+            allowed_hosts=self.allowed_hosts,
+        )
+
+
+def check_container_name(container: str) -> str:
+    if not isinstance(container, str) or not _CONTAINER_RE.match(container):
+        raise StackHubError(
+            f"container name {container!r} is invalid: expected 3-63 lowercase letters, digits and single hyphens"
+        )
+    return container
+
+
+def data_uri(prefix: str, datastore: str = DEFAULT_DATASTORE) -> str:
+    """The ``azureml://`` URI a training job uses to read the partition through the AML datastore."""
+    return f"azureml://datastores/{datastore}/paths/{validate_prefix(prefix)}"
+
+
+@dataclass
+class PartitionScan:
+    """What one pass over a partition's listing found. ``spool`` holds the manifest's file list."""
+
+    container: str
+    prefix: str
+    blob_count: int = 0
+    marker_present: bool = False
+    fingerprint: str = ""
+    file_count: int = 0
+    bytes: int = 0
+    empty_files: list[str] = field(default_factory=list)
+    empty_file_count: int = 0
+    ignored_count: int = 0
+    first_data_file: str | None = None
+    sample: list[tuple[str, int]] = field(default_factory=list)
+    spool: IO[str] | None = field(default=None, repr=False)
+
+    def problems(self, *, success_marker: str | None, data_pattern: str) -> list[str]:
+        where = f"partition {self.container}/{self.prefix}"
+        if self.blob_count == 0:
+            return [f"{where} does not exist: no blobs under the prefix"]
+        found: list[str] = []
+        if success_marker and not self.marker_present:
+            found.append(f"{where} has no {success_marker} marker: expected {self.prefix}{success_marker}")
+        if self.file_count == 0:
+            found.append(
+                f"{where} has no data file matching {data_pattern!r} ({self.blob_count} blob(s), "
+                f"{self.ignored_count} not matching)"
+            )
+        if self.empty_file_count:
+            more = self.empty_file_count - len(self.empty_files)
+            names = ", ".join(self.empty_files) + (f" and {more} more" if more > 0 else "")
+            found.append(f"{where} has {self.empty_file_count} zero-byte data file(s): {names}")
+        return found
+
+
+class StackHubBlobHook(BaseHook):
+    """Azure Stack Hub blob storage through azure-storage-blob pinned to API version 2019-07-07.
+
+    Connection (type ``wasb``) extra: ``connection_string`` (shared key, with EndpointSuffix),
+    ``api_version`` (default 2019-07-07), ``ca_bundle`` (the Stack Hub's CA file, passed as
+    ``connection_verify``), ``stack_hub_domain`` (``<region>.<fqdn>``), optional
+    ``allowed_endpoint_hosts`` and ``allow_public_endpoint``.
+    """
+
+    conn_name_attr = "stackhub_conn_id"
+    default_conn_name = "stackhub_blob"
+    conn_type = "wasb"
+    hook_name = "Azure Stack Hub Blob"
+
+    def __init__(
+        self,
+        *,
+        stackhub_conn_id: str = default_conn_name,
+        stack_hub_domain: str | None = None,
+        allow_public_endpoint: bool | None = None,
+        results_per_page: int = 1000,
+    ) -> None:
+        super().__init__()
+        self.stackhub_conn_id = stackhub_conn_id
+        self._stack_hub_domain = stack_hub_domain
+        self._allow_public = allow_public_endpoint
+        self.results_per_page = results_per_page
+        self._settings: StackHubSettings | None = None
+        self._client = None
+
+    # -- connection -------------------------------------------------------------------------
+    @property
+    def settings(self) -> StackHubSettings:
+        if self._settings is None:
+            conn = self.get_connection(self.stackhub_conn_id)
+            self._settings = StackHubSettings.from_extra(
+                self.stackhub_conn_id,
+                conn.extra_dejson,
+                stack_hub_domain=self._stack_hub_domain,
+                allow_public_endpoint=self._allow_public,
+            )
+        return self._settings
+
+    def get_conn(self):
+        """The BlobServiceClient; the locality policy runs before it is handed out."""
+        if self._client is None:
+            self._client = self.settings.service_client()
+        return self._client
+
+    def endpoint(self) -> tuple[str, int]:
+        """(host, port) of the account's blob endpoint, e.g. for a TCP check from the edge VM."""
+        parts = urlsplit(self.get_conn().url)
+        return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+    def container_client(self, container: str):
+        return self.get_conn().get_container_client(check_container_name(container))
+
+    # -- partition readiness (for waiting) ----------------------------------------------------
+    def partition_ready(
+        self, *, container: str, prefix: str, success_marker: str | None, data_pattern: str
+    ) -> bool:
+        """True when the partition looks written: its marker exists, or (no marker) a data file does."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        prefix = validate_prefix(prefix)
+        cc = self.container_client(container)
+        if success_marker:
+            try:
+                cc.get_blob_client(prefix + success_marker).get_blob_properties()
+                return True
+            except ResourceNotFoundError:
+                return False
+        for blob in cc.list_blobs(name_starts_with=prefix, results_per_page=self.results_per_page):
+            if fnmatch.fnmatchcase(blob.name[len(prefix) :], data_pattern):
+                return True
+        return False
+
+    def wait_for_partition(
+        self,
+        *,
+        container: str,
+        prefix: str,
+        success_marker: str | None,
+        data_pattern: str,
+        timeout: float,
+        poll_interval: float = 30.0,
+        max_poll_interval: float = 300.0,
+    ) -> None:
+        """Block until :meth:`partition_ready` or raise PartitionIncompleteError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while not self.partition_ready(
+            container=container, prefix=prefix, success_marker=success_marker, data_pattern=data_pattern
+        ):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PartitionIncompleteError(
+                    f"partition {container}/{prefix} was not ready after {timeout:g}s: expected "
+                    f"{'the ' + success_marker + ' marker' if success_marker else 'a data file matching ' + data_pattern}"
+                )
+            delay = backoff_delay(attempt, poll_interval, max_poll_interval)
+            time.sleep(min(delay, remaining))
+            attempt += 1
+
+    # -- one pass over the listing ------------------------------------------------------------
+    def iter_listing(self, container: str, prefix: str) -> Iterator[Any]:
+        """Blob properties under ``prefix``, page by page (the SDK follows continuation markers)."""
+        cc = self.container_client(container)
+        yield from cc.list_blobs(name_starts_with=prefix, results_per_page=self.results_per_page)
+
+    def scan_partition(
+        self,
+        *,
+        container: str,
+        prefix: str,
+        data_pattern: str = DEFAULT_DATA_PATTERN,
+        success_marker: str | None = DEFAULT_MARKER,
+        manifest_name: str = DEFAULT_MANIFEST_NAME,
+        header_sample_size: int = 20,
+        spool_manifest: bool = True,
+    ) -> PartitionScan:
+        """One streaming pass: counts, marker, empty files, fingerprint, header sample, manifest spool."""
+        prefix = validate_prefix(prefix)
+        scan = PartitionScan(container=container, prefix=prefix)
+        fp = Fingerprint()
+        sample = Reservoir(max(0, header_sample_size - 1), seed=f"{container}/{prefix}")
+        # The manifest's file list goes to a temp file (not memory): it grows with the blob count.
+        spool = tempfile.TemporaryFile(mode="w+", encoding="utf-8") if spool_manifest else None
+        spooled = 0
+        try:
+            for blob in self.iter_listing(container, prefix):
+                rel = blob.name[len(prefix) :]
+                if not rel or rel == manifest_name:
+                    continue
+                scan.blob_count += 1
+                if success_marker and rel == success_marker:
+                    scan.marker_present = True
+                    continue
+                if rel.endswith("/") or not fnmatch.fnmatchcase(rel, data_pattern):
+                    scan.ignored_count += 1
+                    continue
+                size = int(blob.size or 0)
+                md5 = blob.content_settings.content_md5 if blob.content_settings else None
+                fp.add(rel, size, md5, blob.etag)
+                if size == 0:
+                    scan.empty_file_count += 1
+                    if len(scan.empty_files) < _MAX_NAMED:
+                        scan.empty_files.append(blob.name)
+                    continue
+                if scan.first_data_file is None:
+                    scan.first_data_file = blob.name
+                    scan.sample.append((blob.name, size))
+                else:
+                    sample.offer((blob.name, size))
+                if spool is not None:
+                    entry = {"name": rel, "size": size, "content_md5": None, "etag": (blob.etag or "").strip('"')}
+                    if md5:
+                        entry["content_md5"] = base64.b64encode(bytes(md5)).decode()
+                    spool.write(("," if spooled else "") + json.dumps(entry, separators=(",", ":")))
+                    spooled += 1
+        except BaseException:
+            if spool is not None:
+                spool.close()
+            raise
+        scan.sample.extend(sample.items)
+        scan.fingerprint = fp.hexdigest()
+        scan.file_count = fp.count
+        scan.bytes = fp.bytes
+        scan.spool = spool
+        return scan
+
+    # -- shape ---------------------------------------------------------------------------------
+    def read_header(self, container: str, name: str, size: int) -> list[str]:
+        """Columns of a CSV data file, from a ranged read of its first KiB only."""
+        length = min(HEADER_BYTES, size)
+        head = self.container_client(container).download_blob(name, offset=0, length=length).readall()
+        return parse_header(head, blob_size=size, name=name)
+
+    def check_schema(
+        self, *, container: str, files: list[tuple[str, int]], expected_columns: list[str] | None
+    ) -> list[str]:
+        """Check the header of each sampled file; return the reference columns or raise SchemaDriftError."""
+        if not files:
+            return list(expected_columns or [])
+        reference = list(expected_columns) if expected_columns else None
+        drifts: list[str] = []
+        for name, size in files:
+            cols = self.read_header(container, name, size)
+            if reference is None:
+                reference = cols
+                continue
+            diff = compare_columns(name, cols, reference)
+            if diff:
+                drifts.append(diff)
+        if drifts:
+            source = "the expected columns" if expected_columns else f"the header of {files[0][0]}"
+            shown = drifts[:_MAX_NAMED]
+            more = f" (and {len(drifts) - len(shown)} more)" if len(drifts) > len(shown) else ""
+            raise SchemaDriftError(
+                f"schema drift in {len(drifts)} of {len(files)} checked data file(s) against {source} "
+                f"{reference}: " + "; ".join(shown) + more
+            )
+        return reference or []
+
+    # -- manifest --------------------------------------------------------------------------------
+    def write_manifest(self, *, container: str, prefix: str, manifest_name: str, head: dict, scan: PartitionScan, tail: dict) -> str:
+        """Write ``<prefix><manifest_name>`` on the Stack Hub account, streaming the spooled file list.
+
+        The JSON is staged as blocks of at most 4 MiB and committed as one block list, so a
+        manifest of 100,000 files is written without holding it in memory.
+        """
+        from azure.storage.blob import BlobBlock, ContentSettings
+
+        name = prefix + manifest_name
+        blob = self.container_client(container).get_blob_client(name)
+        block_size = 4 << 20
+        run = uuid.uuid4().hex[:16]
+        blocks: list[BlobBlock] = []
+        buffer = io.BytesIO()
+
+        def flush() -> None:
+            if buffer.tell() == 0:
+                return
+            block_id = f"{run}-{len(blocks):08d}"
+            blob.stage_block(block_id, buffer.getvalue())
+            blocks.append(BlobBlock(block_id=block_id))
+            buffer.seek(0)
+            buffer.truncate()
+
+        def write(text: str) -> None:
+            buffer.write(text.encode("utf-8"))
+            if buffer.tell() >= block_size:
+                flush()
+
+        head_json = json.dumps(head, indent=None, separators=(",", ":"))
+        write(head_json[:-1] + ',"files":[')
+        if scan.spool is not None:
+            scan.spool.seek(0)
+            while chunk := scan.spool.read(1 << 18):
+                write(chunk)
+        write("]," + json.dumps(tail, separators=(",", ":"))[1:])
+        flush()
+        blob.commit_block_list(blocks, content_settings=ContentSettings(content_type="application/json"))
+        return name
+
+    # -- the whole validation --------------------------------------------------------------------
+    def validate_partition(
+        self,
+        *,
+        container: str,
+        prefix: str,
+        partition_key: Any = None,
+        data_pattern: str = DEFAULT_DATA_PATTERN,
+        success_marker: str | None = DEFAULT_MARKER,
+        expected_columns: list[str] | None = None,
+        header_sample_size: int = 20,
+        manifest_name: str | None = DEFAULT_MANIFEST_NAME,
+        datastore: str = DEFAULT_DATASTORE,
+    ) -> dict[str, Any]:
+        """Completeness, shape, fingerprint and manifest of one partition; return the XCom summary."""
+        prefix = validate_prefix(prefix)
+        check_container_name(container)
+        if manifest_name is not None and ("/" in manifest_name or not manifest_name):
+            raise StackHubError(f"manifest name {manifest_name!r} must be a plain file name")
+        scan = self.scan_partition(
+            container=container,
+            prefix=prefix,
+            data_pattern=data_pattern,
+            success_marker=success_marker,
+            manifest_name=manifest_name or "",
+            header_sample_size=header_sample_size,
+            spool_manifest=manifest_name is not None,
+        )
+        try:
+            problems = scan.problems(success_marker=success_marker, data_pattern=data_pattern)
+            if problems:
+                raise PartitionIncompleteError("; ".join(problems))
+            columns = self.check_schema(container=container, files=scan.sample, expected_columns=expected_columns)
+            if partition_key not in (None, ""):
+                pdate = _partition_date(partition_key).isoformat()
+            else:  # an already-rendered prefix: take the date from its date=YYYY-MM-DD segment, if any
+                found = date_in_prefix(prefix)
+                pdate = found.isoformat() if found else None
+            summary = {
+                "container": container,
+                "prefix": prefix,
+                "file_count": scan.file_count,
+                "bytes": scan.bytes,
+                "fingerprint": scan.fingerprint,
+                "data_uri": data_uri(prefix, datastore),
+                "partition_date": pdate,
+                "manifest": None,
+            }
+            if manifest_name is not None:
+                host = urlsplit(self.get_conn().url).hostname
+                head = {
+                    "manifest_version": 1,
+                    "account_host": host,
+                    "container": container,
+                    "prefix": prefix,
+                    "partition_date": pdate,
+                    "data_pattern": data_pattern,
+                    "success_marker": success_marker,
+                }
+                tail = {
+                    "file_count": scan.file_count,
+                    "bytes": scan.bytes,
+                    "fingerprint": {"algorithm": "sha256", "format": FINGERPRINT_VERSION, "value": scan.fingerprint},
+                    "schema": {
+                        "columns": columns,
+                        "source": "expected_columns" if expected_columns else "first data file",
+                        "checked_files": [name for name, _ in scan.sample],
+                    },
+                    "checked_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "data_uri": summary["data_uri"],
+                }
+                summary["manifest"] = self.write_manifest(
+                    container=container, prefix=prefix, manifest_name=manifest_name, head=head, scan=scan, tail=tail
+                )
+            return summary
+        finally:
+            if scan.spool is not None:
+                scan.spool.close()
+
+
+def backoff_delay(attempt: int, base: float, cap: float, *, rng: random.Random | None = None) -> float:
+    """Exponential backoff with +-20% jitter, capped."""
+    rng = rng or random
+    delay = min(cap, base * (2 ** min(attempt, 16)))
+    return max(0.0, delay * rng.uniform(0.8, 1.2))

@@ -1,0 +1,678 @@
+"""Azure ML operators: submit and wait for the training job, gate on its metrics, register the model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import Asset, BaseOperator, ResumableJobMixin, SkipMixin
+
+from edge_training.exceptions import (
+    AzureMLError,
+    AzureMLJobFailedError,
+    AzureMLJobTimeoutError,
+    EvaluationGateError,
+    ModelRegistrationError,
+)
+from edge_training.hooks.azureml import (
+    DEFAULT_CONN_ID,
+    FAILED_STATUSES,
+    IN_PROGRESS_STATUSES,
+    STATUS_COMPLETED,
+    AzureMLHook,
+    JobState,
+    PollPolicy,
+    attempt_name,
+    build_job_name,
+    job_output_uri,
+    sanitize_job_name,
+)
+from edge_training.links.azureml import AzureMLJobLink, AzureMLModelLink
+from edge_training.triggers.azureml import EVENT_ERROR, EVENT_TIMEOUT, AzureMLJobTrigger, first_event
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+def as_bool(value: Any) -> bool:
+    """A templated flag: rendered templates arrive as text ("True", "false", "0")."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in {"true", "1", "yes", "on"}:
+            return True
+        if text in {"false", "0", "no", "off", "", "none"}:
+            return False
+        raise ValueError(f"expected a boolean flag, found {value!r}")
+    return bool(value)
+
+
+def as_seconds(value: Any) -> float | None:
+    """A templated duration: seconds as number or text, or a timedelta; None/"" means no limit."""
+    if value is None or (isinstance(value, str) and value.strip() in {"", "None"}):
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    seconds = float(value)
+    if seconds <= 0:
+        raise ValueError(f"expected a positive duration in seconds, found {value!r}")
+    return seconds
+
+
+def _partition_of(context: Context) -> str | None:
+    run = context.get("dag_run")
+    key = getattr(run, "partition_key", None) if run is not None else None
+    return str(key) if key else None
+
+
+class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
+    """Run one AML command job for a partition and wait for it, without ever running two.
+
+    The job name comes from the DAG, the partition and the data fingerprint. If a job of that name
+    exists: running, attach; Completed, reuse its result; Failed/Canceled, submit ``<name>-a2``
+    (then ``-a3``...). So a retry, a cleared task or a re-run backfill never duplicates a live job.
+    The job actually followed is also kept in the task state store (Airflow 3.3
+    ``ResumableJobMixin``), so a worker killed mid-wait resumes the same job on its retry.
+
+    Deferrable by default: submit, check once, defer to ``AzureMLJobTrigger`` (which streams the
+    job's log into this task's log) and finish in ``execute_complete``. With
+    ``deferrable=False`` the same trigger loop runs in the worker.
+
+    Returns ``{job_name, status, studio_url, outputs: {name: uri}, duration_s}``.
+    """
+
+    template_fields: Sequence[str] = (
+        "job_name",
+        "partition",
+        "data_fingerprint",
+        "code",
+        "command",
+        "environment",
+        "compute",
+        "compute_kind",
+        "instance_type",
+        "inputs",
+        "outputs",
+        "experiment_name",
+        "display_name",
+        "description",
+        "tags",
+        "environment_variables",
+        "force_new_job",
+        "job_timeout",
+    )
+    template_fields_renderers = {"inputs": "json", "outputs": "json", "tags": "json", "environment_variables": "json"}
+    operator_extra_links = (AzureMLJobLink(),)
+    ui_color = "#cfe8fc"
+    external_id_key = "azureml_job_name"
+
+    def __init__(
+        self,
+        *,
+        command: str,
+        environment: str,
+        compute: str,
+        partition: str | None = None,
+        data_fingerprint: str | None = None,
+        job_name: str | None = None,
+        code: str | None = None,
+        compute_kind: str | None = None,
+        instance_type: str | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        outputs: Mapping[str, Any] | None = None,
+        experiment_name: str | None = None,
+        display_name: str | None = None,
+        description: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        environment_variables: Mapping[str, Any] | None = None,
+        azureml_conn_id: str = DEFAULT_CONN_ID,
+        deferrable: bool = True,
+        force_new_job: bool | str = False,
+        job_timeout: float | str | timedelta | None = None,
+        poll_policy: PollPolicy | None = None,
+        stream_logs: bool = True,
+        max_attempts: int = 5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.command = command
+        self.environment = environment
+        self.compute = compute
+        self.partition = partition
+        self.data_fingerprint = data_fingerprint
+        self.job_name = job_name
+        self.code = code
+        self.compute_kind = compute_kind
+        self.instance_type = instance_type
+        self.inputs = dict(inputs or {})
+        self.outputs = dict(outputs or {"model": None})
+        self.experiment_name = experiment_name
+        self.display_name = display_name
+        self.description = description
+        self.tags = dict(tags or {})
+        self.environment_variables = dict(environment_variables or {})
+        self.azureml_conn_id = azureml_conn_id
+        self.deferrable = deferrable
+        self.force_new_job = force_new_job
+        self.job_timeout = job_timeout
+        self.poll_policy = poll_policy or PollPolicy()
+        self.stream_logs = stream_logs
+        self.max_attempts = max_attempts
+        self._hook: AzureMLHook | None = None
+        self._results: dict[str, dict[str, Any]] = {}
+        self._live_job: str | None = None
+
+    # -- helpers ----------------------------------------------------------------------------------
+    @property
+    def hook(self) -> AzureMLHook:
+        if self._hook is None:
+            self._hook = AzureMLHook(azureml_conn_id=self.azureml_conn_id)
+        return self._hook
+
+    def _close_hook(self) -> None:
+        if self._hook is not None:
+            self._hook.close()
+            self._hook = None
+
+    def base_job_name(self, context: Context) -> str:
+        """The explicit ``job_name``, else the name derived from DAG, partition and data fingerprint."""
+        if self.job_name:
+            return sanitize_job_name(self.job_name)
+        partition = self.partition or _partition_of(context)
+        dag = context.get("dag")
+        dag_id = dag.dag_id if dag is not None else self.dag_id
+        return build_job_name(dag_id, str(partition or ""), str(self.data_fingerprint or ""))
+
+    def _tags(self, context: Context) -> dict[str, str]:
+        tags = {
+            "dag_id": self.dag_id,
+            "task_id": self.task_id,
+            "run_id": str(context.get("run_id", "")),
+            "partition": str(self.partition or _partition_of(context) or ""),
+            "data_fingerprint": str(self.data_fingerprint or ""),
+        }
+        tags.update({str(k): str(v) for k, v in self.tags.items()})
+        return tags
+
+    def _deadline(self, job: JobState) -> float | None:
+        """Job timeout counted from the job's creation, so a retry does not extend it."""
+        seconds = as_seconds(self.job_timeout)
+        if seconds is None:
+            return None
+        start = time.time()
+        if job.created_at:
+            created = datetime.fromisoformat(job.created_at.replace("Z", "+00:00"))
+            if created.tzinfo is None:
+                created = created.replace(tzinfo=timezone.utc)
+            start = created.timestamp()
+        return start + seconds
+
+    def _trigger(self, job: JobState) -> AzureMLJobTrigger:
+        return AzureMLJobTrigger(
+            job_name=job.name,
+            azureml_conn_id=self.azureml_conn_id,
+            deadline=self._deadline(job),
+            poll_policy=self.poll_policy.to_dict(),
+            stream_logs=self.stream_logs,
+        )
+
+    # -- ResumableJobMixin ------------------------------------------------------------------------
+    def execute(self, context: Context) -> dict[str, Any] | None:
+        try:
+            return self.execute_resumable(context)
+        finally:
+            self._close_hook()
+
+    def submit_job(self, context: Context) -> str:
+        """Find the attempt to follow, or submit one. Returns the AML job name."""
+        base = self.base_job_name(context)
+        force = as_bool(self.force_new_job)
+        if self.compute_kind:
+            kind = self.hook.get_compute_kind(self.compute)
+            if kind != self.compute_kind.lower():
+                raise AzureMLError(
+                    f"AML compute {self.compute!r}: expected kind {self.compute_kind!r}, found {kind!r}"
+                )
+        for attempt in range(1, self.max_attempts + 1):
+            name = attempt_name(base, attempt)
+            job = self.hook.find_job(name)
+            if job is None:
+                self.log.info("Submitting AML job %s (attempt %d) on compute %s", name, attempt, self.compute)
+                job = self.hook.submit_command_job(
+                    name=name,
+                    code=self.code,
+                    command=self.command,
+                    environment=self.environment,
+                    compute=self.compute,
+                    instance_type=self.instance_type,
+                    inputs=self.inputs,
+                    outputs=self.outputs,
+                    experiment_name=self.experiment_name,
+                    display_name=self.display_name or name,
+                    description=self.description,
+                    tags=self._tags(context),
+                    environment_variables=self.environment_variables,
+                )
+                return job.name
+            if job.status in IN_PROGRESS_STATUSES:
+                self.log.info("AML job %s is already %s: attaching to it instead of submitting", name, job.status)
+                return name
+            if job.status == STATUS_COMPLETED and not force:
+                self.log.info("AML job %s already Completed for this partition and data: reusing it", name)
+                return name
+            self.log.info(
+                "AML job %s ended %s; %s", name, job.status,
+                "force_new_job is set, submitting the next attempt" if job.status == STATUS_COMPLETED
+                else "submitting the next attempt",
+            )
+        raise AzureMLError(
+            f"AML job {base!r}: all {self.max_attempts} attempts ({base} ... "
+            f"{attempt_name(base, self.max_attempts)}) exist and none is running or reusable; "
+            "raise max_attempts or set job_name"
+        )
+
+    def get_job_status(self, external_id: Any, context: Context) -> str:
+        job = self.hook.find_job(str(external_id))
+        return job.status if job else "NotFound"
+
+    def is_job_active(self, status: str) -> bool:
+        return status in IN_PROGRESS_STATUSES
+
+    def is_job_succeeded(self, status: str) -> bool:
+        return status == STATUS_COMPLETED and not as_bool(self.force_new_job)
+
+    def poll_until_complete(self, external_id: Any, context: Context) -> dict[str, Any]:
+        """Check once, store the job link, then defer (or wait here when not deferrable)."""
+        name = str(external_id)
+        job = self.hook.get_job(name)
+        AzureMLJobLink.persist(context, job.studio_url)
+        if job.is_terminal:
+            return self._finish(job.status, name, job.studio_url, message=None)
+        trigger = self._trigger(job)
+        self._live_job = name
+        if self.deferrable:
+            self._close_hook()
+            self.log.info("Deferring: the triggerer follows AML job %s (%s)", name, job.status)
+            self.defer(trigger=trigger, method_name="execute_complete")
+        self.log.info("Waiting in the worker for AML job %s (%s)", name, job.status)
+        event = asyncio.run(first_event(trigger))
+        return self._finish_event(event.payload)
+
+    def get_job_result(self, external_id: Any, context: Context) -> dict[str, Any]:
+        name = str(external_id)
+        if name in self._results:
+            return self._results[name]
+        job = self.hook.get_job(name)
+        AzureMLJobLink.persist(context, job.studio_url)
+        return self._finish(job.status, name, job.studio_url, message=None)
+
+    # -- completion -------------------------------------------------------------------------------
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self._finish_event(event)
+        finally:
+            self._close_hook()
+
+    def _finish_event(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        status = str(event.get("status"))
+        name = str(event.get("job_name"))
+        if status == EVENT_TIMEOUT:
+            self._live_job = None
+            raise AzureMLJobTimeoutError(f"{event.get('message')} (job timeout {as_seconds(self.job_timeout)} s)")
+        if status == EVENT_ERROR:
+            raise AzureMLError(str(event.get("message")))
+        return self._finish(status, name, event.get("studio_url"), message=event.get("message"))
+
+    def _finish(self, status: str, name: str, studio_url: str | None, *, message: str | None) -> dict[str, Any]:
+        """Raise with the job's own error on a bad end; otherwise the small result dict."""
+        self._live_job = None
+        info = self.hook.get_run_info(name)
+        if status != STATUS_COMPLETED:
+            kind = "failed" if status in FAILED_STATUSES else f"ended {status}"
+            raise AzureMLJobFailedError(
+                f"AML job {name} {kind} (status {status}, expected Completed): "
+                f"{info.error or 'the job reported no error message; see its log'}"
+                + (f" — {studio_url}" if studio_url else "")
+            )
+        result = {
+            "job_name": name,
+            "status": status,
+            "studio_url": studio_url,
+            "outputs": self.hook.list_outputs(name),
+            "duration_s": info.duration_s,
+        }
+        self._results[name] = result
+        return result
+
+    def on_kill(self) -> None:
+        """Sync mode: the task was killed while waiting in the worker; cancel the job it follows."""
+        if self._live_job:
+            with AzureMLHook(azureml_conn_id=self.azureml_conn_id) as hook:
+                hook.cancel_job(self._live_job)
+
+
+# --- quality gate --------------------------------------------------------------------------------
+BASELINE_POLICIES = ("production_tag", "stage", "latest")
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    reason: str
+    metric: str
+    new_value: float | None
+    baseline_value: float | None
+    baseline_version: str | None
+    tolerance: float
+    higher_is_better: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _metric(metrics: Mapping[str, Any], name: str, owner: str) -> float:
+    if name not in metrics or metrics[name] is None:
+        raise EvaluationGateError(
+            f"{owner}: expected metric {name!r}, found only {sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))}"
+        )
+    try:
+        value = float(metrics[name])
+    except (TypeError, ValueError) as err:
+        raise EvaluationGateError(f"{owner}: metric {name!r} must be a number, found {metrics[name]!r}") from err
+    if math.isnan(value):
+        raise EvaluationGateError(f"{owner}: metric {name!r} is NaN")
+    return value
+
+
+def gate_decision(
+    *,
+    new_metrics: Mapping[str, Any],
+    baseline_metrics: Mapping[str, Any] | None,
+    baseline_version: str | None,
+    metric: str,
+    tolerance: float,
+    higher_is_better: bool = True,
+    new_owner: str = "new model",
+) -> GateDecision:
+    """Pass unless the new model is worse than the baseline by more than ``tolerance``."""
+    if tolerance < 0:
+        raise EvaluationGateError(f"gate tolerance must be >= 0, found {tolerance}")
+    new_value = _metric(new_metrics, metric, new_owner)
+    if baseline_metrics is None:
+        return GateDecision(True, "no production model yet", metric, new_value, None, None, tolerance, higher_is_better)
+    base_value = _metric(baseline_metrics, metric, f"baseline model version {baseline_version}")
+    worse_by = (base_value - new_value) if higher_is_better else (new_value - base_value)
+    if worse_by > tolerance + 1e-12:
+        reason = (
+            f"{metric} {new_value:.4f} is worse than version {baseline_version}'s {base_value:.4f} by "
+            f"{worse_by:.4f}, more than the tolerance {tolerance:.4f}"
+        )
+        return GateDecision(False, reason, metric, new_value, base_value, baseline_version, tolerance, higher_is_better)
+    reason = f"{metric} {new_value:.4f} vs version {baseline_version}'s {base_value:.4f} (tolerance {tolerance:.4f})"
+    return GateDecision(True, reason, metric, new_value, base_value, baseline_version, tolerance, higher_is_better)
+
+
+def model_metrics_from_tags(tags: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Metrics stored on a model version by AzureMLRegisterModelOperator (the ``metrics`` tag, JSON)."""
+    raw = tags.get("metrics")
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class EvaluateGateOperator(BaseOperator, SkipMixin):
+    """Let a model through only if it is not worse than the one in production.
+
+    Reads ``metrics.json`` from the training job's model output and compares ``primary_metric`` with
+    the baseline version of ``model_name``, chosen by ``baseline_policy``: ``production_tag`` (the
+    newest version tagged ``stage=production``, tag configurable), ``stage`` (AML's model stage
+    ``Production``), or ``latest`` (the newest version). No baseline: pass. Worse by more than
+    ``tolerance``: the direct downstream tasks are skipped (a clear skip, not a failure; trigger
+    rules carry it further) and the decision is still pushed to XCom. Returns the decision dict (``passed``, ``reason``, values...).
+    """
+
+    template_fields: Sequence[str] = (
+        "job_name",
+        "model_name",
+        "primary_metric",
+        "tolerance",
+        "baseline_policy",
+        "baseline_tag",
+        "model_output",
+        "metrics_file",
+    )
+    ui_color = "#fff2cc"
+
+    def __init__(
+        self,
+        *,
+        job_name: str,
+        model_name: str,
+        primary_metric: str = "roc_auc",
+        tolerance: float | str = 0.0,
+        higher_is_better: bool = True,
+        baseline_policy: str = "production_tag",
+        baseline_tag: Mapping[str, str] | None = None,
+        model_output: str = "model",
+        metrics_file: str = "metrics.json",
+        azureml_conn_id: str = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.job_name = job_name
+        self.model_name = model_name
+        self.primary_metric = primary_metric
+        self.tolerance = tolerance
+        self.higher_is_better = higher_is_better
+        self.baseline_policy = baseline_policy
+        self.baseline_tag = dict(baseline_tag or {"stage": "production"})
+        self.model_output = model_output
+        self.metrics_file = metrics_file
+        self.azureml_conn_id = azureml_conn_id
+
+    def _baseline(self, hook: AzureMLHook) -> Any | None:
+        policy = self.baseline_policy
+        if policy not in BASELINE_POLICIES:
+            raise EvaluationGateError(f"baseline_policy must be one of {', '.join(BASELINE_POLICIES)}, found {policy!r}")
+        versions = hook.list_model_versions(self.model_name)
+        if policy == "latest":
+            return versions[0] if versions else None
+        if policy == "stage":
+            return next((v for v in versions if str(getattr(v, "stage", "") or "").lower() == "production"), None)
+        return next(
+            (v for v in versions if all(str((v.tags or {}).get(k)) == str(val) for k, val in self.baseline_tag.items())),
+            None,
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        with AzureMLHook(azureml_conn_id=self.azureml_conn_id) as hook:
+            new_metrics = hook.read_job_metrics(self.job_name, output_name=self.model_output, file_name=self.metrics_file)
+            baseline = self._baseline(hook)
+            baseline_metrics = None
+            if baseline is not None:
+                baseline_metrics = model_metrics_from_tags(baseline.tags or {})
+                if baseline_metrics is None:
+                    raise EvaluationGateError(
+                        f"baseline model {self.model_name} version {baseline.version}: expected a 'metrics' tag "
+                        f"(JSON) to compare {self.primary_metric!r} with, found tags {sorted((baseline.tags or {}))}"
+                    )
+        decision = gate_decision(
+            new_metrics=new_metrics,
+            baseline_metrics=baseline_metrics,
+            baseline_version=str(baseline.version) if baseline is not None else None,
+            metric=self.primary_metric,
+            tolerance=float(self.tolerance),
+            higher_is_better=self.higher_is_better,
+            new_owner=f"AML job {self.job_name}",
+        )
+        result = {**decision.to_dict(), "job_name": self.job_name, "model_name": self.model_name}
+        if decision.passed:
+            self.log.info("Gate passed: %s", decision.reason)
+            return result
+        self.log.warning("Gate closed, skipping %s: %s", sorted(self.downstream_task_ids), decision.reason)
+        # skip() ends execute with an exception, so the decision goes to XCom by hand first.
+        context["ti"].xcom_push(key="return_value", value=result)
+        # Only the direct downstream: trigger rules carry the skip on (a none_failed summary still runs).
+        self.skip(ti=context["ti"], tasks=self.downstream_list)
+        return result
+
+
+# --- model registration --------------------------------------------------------------------------
+def model_asset(model_name: str) -> Asset:
+    """The Asset a model's registrations update (``azureml://models/<name>``)."""
+    uri = f"azureml://models/{model_name}"
+    return Asset(name=uri, uri=uri)
+
+
+class AzureMLRegisterModelOperator(BaseOperator):
+    """Register a training job's model output as a version, once per job.
+
+    Tags carry the lineage: partition, data fingerprint, job name, dag_id, run_id, git commit, the
+    metrics (JSON) and the training environment. If a version tagged with this job name already
+    exists it is returned instead of registering again, so a retry or re-run adds nothing.
+    Every Asset in ``outlets`` gets an event with the model, version and partition (and the run's
+    partition key), so a deployment DAG can be scheduled on it.
+
+    Returns ``{name, version, uri, job_name, studio_url, created}``.
+    """
+
+    template_fields: Sequence[str] = (
+        "job_name",
+        "model_name",
+        "partition",
+        "data_fingerprint",
+        "git_commit",
+        "training_environment",
+        "model_output",
+        "description",
+        "extra_tags",
+        "metrics",
+    )
+    template_fields_renderers = {"extra_tags": "json", "metrics": "json"}
+    operator_extra_links = (AzureMLModelLink(),)
+    ui_color = "#d9ead3"
+
+    def __init__(
+        self,
+        *,
+        job_name: str,
+        model_name: str,
+        partition: str,
+        data_fingerprint: str,
+        git_commit: str,
+        training_environment: str,
+        model_output: str = "model",
+        metrics: Mapping[str, Any] | str | None = None,
+        metrics_file: str = "metrics.json",
+        description: str | None = None,
+        extra_tags: Mapping[str, Any] | None = None,
+        azureml_conn_id: str = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.job_name = job_name
+        self.model_name = model_name
+        self.partition = partition
+        self.data_fingerprint = data_fingerprint
+        self.git_commit = git_commit
+        self.training_environment = training_environment
+        self.model_output = model_output
+        self.metrics = metrics
+        self.metrics_file = metrics_file
+        self.description = description
+        self.extra_tags = dict(extra_tags or {})
+        self.azureml_conn_id = azureml_conn_id
+        if not self.outlets and "{{" not in model_name:
+            self.outlets = [model_asset(model_name)]
+
+    def _metrics(self, hook: AzureMLHook) -> dict[str, Any]:
+        if isinstance(self.metrics, str) and self.metrics.strip():
+            return json.loads(self.metrics)
+        if isinstance(self.metrics, Mapping):
+            return dict(self.metrics)
+        return hook.read_job_metrics(self.job_name, output_name=self.model_output, file_name=self.metrics_file)
+
+    @staticmethod
+    def _scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """Numbers only (tags are short strings; the full metrics stay in the job output)."""
+        return {k: v for k, v in sorted(metrics.items()) if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        with AzureMLHook(azureml_conn_id=self.azureml_conn_id) as hook:
+            job = hook.get_job(self.job_name)
+            if job.status != STATUS_COMPLETED:
+                raise ModelRegistrationError(
+                    f"AML job {self.job_name}: expected status Completed before registering its "
+                    f"{self.model_output!r} output as model {self.model_name!r}, found {job.status}"
+                )
+            existing = hook.find_model_by_tag(self.model_name, "job_name", self.job_name)
+            if existing is not None:
+                self.log.info(
+                    "Model %s version %s already holds job %s's output: returning it, registering nothing",
+                    self.model_name, existing.version, self.job_name,
+                )
+                model, created = existing, False
+            else:
+                metrics = self._scalar_metrics(self._metrics(hook))
+                tags = {
+                    "partition": self.partition,
+                    "data_fingerprint": self.data_fingerprint,
+                    "job_name": self.job_name,
+                    "dag_id": self.dag_id,
+                    "run_id": str(context.get("run_id", "")),
+                    "git_commit": self.git_commit,
+                    "metrics": json.dumps(metrics, sort_keys=True, separators=(",", ":")),
+                    "training_environment": self.training_environment,
+                    **{str(k): str(v) for k, v in self.extra_tags.items()},
+                }
+                model = hook.register_model(
+                    name=self.model_name,
+                    path=job_output_uri(self.job_name, self.model_output),
+                    tags=tags,
+                    description=self.description
+                    or f"Trained by AML job {self.job_name} on partition {self.partition}",
+                )
+                created = True
+            studio_url = hook.model_studio_url(self.model_name, str(model.version))
+        AzureMLModelLink.persist(context, studio_url)
+        result = {
+            "name": self.model_name,
+            "version": str(model.version),
+            "uri": f"azureml://models/{self.model_name}/versions/{model.version}",
+            "job_name": self.job_name,
+            "studio_url": studio_url,
+            "created": created,
+        }
+        self._emit_asset_events(context, result)
+        return result
+
+    def _emit_asset_events(self, context: Context, result: Mapping[str, Any]) -> None:
+        outlet_events = context.get("outlet_events")
+        if outlet_events is None:
+            return
+        extra = {
+            "model_name": result["name"],
+            "model_version": result["version"],
+            "model_uri": result["uri"],
+            "job_name": result["job_name"],
+            "partition": self.partition,
+            "data_fingerprint": self.data_fingerprint,
+            "created": result["created"],
+        }
+        partition_key = _partition_of(context)
+        for outlet in self.outlets:
+            if not isinstance(outlet, Asset):
+                continue
+            event = outlet_events[outlet]
+            event.extra.update(extra)
+            if partition_key:
+                event.add_partitions(partition_key)

@@ -1,0 +1,295 @@
+"""Build the model image (with a smoke test) and push it to the registry, idempotently.
+
+The image tag is derived from the model version and the data fingerprint, and the image carries the
+model's identity in labels. A tag that already holds an image with the same model labels is neither
+rebuilt nor pushed again: a retry, a cleared task or a re-run backfill returns the existing digest.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import json
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from edge_training import project
+from edge_training.exceptions import ContainerImageError
+from edge_training.hooks.container_image import (
+    DEFAULT_SERVING_DIR,
+    IDENTITY_LABELS,
+    LABEL_PREFIX,
+    ContainerImageHook,
+    build_args,
+    image_tags,
+    model_labels,
+    prepare_context,
+    repository_name,
+)
+from edge_training.links.container_image import ContainerImageLink, image_url
+
+
+def _identity(labels: dict[str, str]) -> dict[str, str]:
+    return {f"{LABEL_PREFIX}{k}": labels[f"{LABEL_PREFIX}{k}"] for k in IDENTITY_LABELS}
+
+
+class ModelImageBuildOperator(BaseOperator):
+    """Build the scoring image for one model version and smoke-test it. Pushes nothing.
+
+    The build context is ``serving_dir`` (include/serving: Dockerfile and scoring app) plus the model:
+    ``model_dir`` on the worker, or, when it is not given, the ``model_output`` of AML job ``job_name``
+    downloaded through ``azureml_conn_id``. Before building, the registry is asked whether the version
+    tag already holds this model; if so the build is skipped and the existing digest returned.
+
+    Returns (XCom) a dict for ModelImagePushOperator: registry, repository, tags, labels, reused, and
+    either the existing digest (reused) or the local image id and build report.
+
+    :param base_image: image with the model's libraries (the training base image).
+    :param smoke_rows: rows POSTed to /score in the smoke test; default: three synthetic rows built
+        from the feature names the app reports.
+    :param network_mode: overrides the docker connection's ``network_mode`` extra.
+    """
+
+    template_fields: Sequence[str] = (
+        "model_name", "model_version", "data_fingerprint", "job_name", "partition", "model_dir",
+        "repository", "base_image", "serving_dir", "git_commit", "registry_ca_bundle", "network_mode",
+        "smoke_rows",
+    )
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        model_version: str,
+        data_fingerprint: str,
+        job_name: str,
+        partition: str = "",
+        model_dir: str | None = None,
+        azureml_conn_id: str | None = None,
+        model_output: str = "model",
+        repository: str | None = None,
+        base_image: str = "edge-training-base:bookworm",
+        serving_dir: str | None = None,
+        git_commit: str | None = None,
+        source: str = "",
+        docker_conn_id: str = "docker_edge",
+        registry_conn_id: str = "acr_default",
+        registry_ca_bundle: str | None = None,
+        network_mode: str | None = None,
+        smoke_rows: list[Any] | None = None,
+        smoke_timeout: float = 60.0,
+        nocache: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.model_version = model_version
+        self.data_fingerprint = data_fingerprint
+        self.job_name = job_name
+        self.partition = partition
+        self.model_dir = model_dir
+        self.azureml_conn_id = azureml_conn_id
+        self.model_output = model_output
+        self.repository = repository
+        self.base_image = base_image
+        self.serving_dir = serving_dir
+        self.git_commit = git_commit
+        self.source = source
+        self.docker_conn_id = docker_conn_id
+        self.registry_conn_id = registry_conn_id
+        self.registry_ca_bundle = registry_ca_bundle
+        self.network_mode = network_mode
+        self.smoke_rows = smoke_rows
+        self.smoke_timeout = smoke_timeout
+        self.nocache = nocache
+
+    def _model_folder(self, tmp: Path) -> Path:
+        if self.model_dir:
+            return Path(self.model_dir)
+        if not self.azureml_conn_id:
+            raise ContainerImageError(
+                f"model image for {self.model_name}:{self.model_version}: expected model_dir or "
+                "azureml_conn_id (to download the job's model output), found neither"
+            )
+        from edge_training.hooks.azureml import AzureMLHook
+
+        with AzureMLHook(azureml_conn_id=self.azureml_conn_id) as aml:
+            return aml.download_job_output(self.job_name, self.model_output, tmp / "download")
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        with ContainerImageHook(
+            docker_conn_id=self.docker_conn_id, registry_conn_id=self.registry_conn_id,
+            registry_ca_bundle=self.registry_ca_bundle, network_mode=self.network_mode,
+        ) as hook:
+            return self._execute(hook)
+
+    def _execute(self, hook: ContainerImageHook) -> dict[str, Any]:
+        serving_dir = Path(self.serving_dir) if self.serving_dir else DEFAULT_SERVING_DIR
+        repository = self.repository or repository_name(self.model_name)
+        tags = image_tags(self.model_version, self.data_fingerprint)
+        registry = hook.registry_host
+        repository_ref = f"{registry}/{repository}"
+        created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        labels = model_labels(
+            model_name=self.model_name, model_version=self.model_version,
+            data_fingerprint=self.data_fingerprint, job_name=self.job_name, partition=self.partition,
+            git_commit=self.git_commit or project.git_commit(), created=created,
+        )
+        result: dict[str, Any] = {
+            "registry": registry,
+            "repository": repository,
+            "repository_ref": repository_ref,
+            "tags": tags,
+            "labels": _identity(labels),
+            "model_name": self.model_name,
+            "model_version": str(self.model_version),
+        }
+
+        existing = hook.find_existing(repository, tags[0], labels)
+        if existing is not None:
+            self.log.info("%s:%s already holds model %s:%s (%s); not rebuilding", repository_ref, tags[0],
+                          self.model_name, self.model_version, existing.digest)
+            return {**result, "reused": True, "digest": existing.digest,
+                    "image": f"{repository_ref}@{existing.digest}"}
+
+        local = f"{repository_ref}:{tags[0]}"
+        with tempfile.TemporaryDirectory(prefix="model-image-") as tmp:
+            context_dir = prepare_context(serving_dir=serving_dir, model_dir=self._model_folder(Path(tmp)),
+                                          dest=Path(tmp) / "context")
+            report = hook.build(context_dir=context_dir, image=local, nocache=self.nocache,
+                                build_args=build_args(labels, base_image=self.base_image, source=self.source))
+        for tag in tags[1:]:
+            hook.tag(report.image_id, repository_ref, tag)
+        try:
+            smoke = hook.smoke_test(local, rows=self.smoke_rows, timeout=self.smoke_timeout)
+        except Exception:
+            # Leave nothing behind that a later push could pick up.
+            for tag in tags:
+                hook.remove_image(f"{repository_ref}:{tag}")
+            raise
+        return {
+            **result,
+            "reused": False,
+            "image_id": report.image_id,
+            "build": report.summary(),
+            "smoke_test": {"rows": smoke["rows"], "seconds": smoke["seconds"]},
+        }
+
+
+class ModelImagePushOperator(BaseOperator):
+    """Push the image ModelImageBuildOperator built, verify the registry's digest, record the reference.
+
+    Pushes every tag (``<version>`` and ``fp-<fingerprint>``), reading the push stream for errors, then
+    checks that the registry's manifest digest for each tag equals the pushed digest. An image the
+    build found already in the registry is not pushed again (a missing fingerprint tag is re-pointed
+    at it). With ``azureml_conn_id`` the reference ``registry/repository@digest`` is written to the
+    model version's tag ``model_tag``.
+
+    Returns (XCom): {"image": "registry/repo@sha256:...", "tags": [...], "digest": ..., "reused": bool}.
+
+    :param build_result: the build operator's return value (e.g. ``build_task.output``).
+    :param image_link_template: URL for the extra link, with {registry}, {repository} and {digest}.
+    """
+
+    template_fields: Sequence[str] = ("build_result", "registry_ca_bundle", "model_tag", "image_link_template")
+    operator_extra_links = (ContainerImageLink(),)
+
+    def __init__(
+        self,
+        *,
+        build_result: dict[str, Any] | str,
+        docker_conn_id: str = "docker_edge",
+        registry_conn_id: str = "acr_default",
+        registry_ca_bundle: str | None = None,
+        azureml_conn_id: str | None = None,
+        model_tag: str = "image",
+        image_link_template: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.build_result = build_result
+        self.docker_conn_id = docker_conn_id
+        self.registry_conn_id = registry_conn_id
+        self.registry_ca_bundle = registry_ca_bundle
+        self.azureml_conn_id = azureml_conn_id
+        self.model_tag = model_tag
+        self.image_link_template = image_link_template
+
+    def _build(self) -> dict[str, Any]:
+        build = self.build_result
+        if isinstance(build, str):
+            try:
+                build = json.loads(build)
+            except json.JSONDecodeError:
+                build = ast.literal_eval(build)
+        required = ("repository", "repository_ref", "tags", "labels", "reused")
+        if not isinstance(build, dict) or any(k not in build for k in required):
+            raise ContainerImageError(
+                f"build_result: expected the dict ModelImageBuildOperator returns (keys {list(required)}), "
+                f"found {str(build)[:200]}"
+            )
+        return build
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        build = self._build()
+        with ContainerImageHook(docker_conn_id=self.docker_conn_id, registry_conn_id=self.registry_conn_id,
+                                registry_ca_bundle=self.registry_ca_bundle) as hook:
+            return self._execute(context, build, hook)
+
+    def _execute(self, context: Any, build: dict[str, Any], hook: ContainerImageHook) -> dict[str, Any]:
+        repository, repository_ref, tags = build["repository"], build["repository_ref"], list(build["tags"])
+        if repository_ref != f"{hook.registry_host}/{repository}":
+            raise ContainerImageError(
+                f"image {repository_ref} was built for another registry than connection "
+                f"{self.registry_conn_id!r} ({hook.registry_host})"
+            )
+
+        existing = hook.find_existing(repository, tags[0], build["labels"])
+        if existing is not None:
+            digest, reused = existing.digest, True
+            self.log.info("%s:%s already holds this model (%s); not pushing", repository_ref, tags[0], digest)
+            for tag in tags[1:]:
+                # A push cut short after the version tag: add the missing tag. An existing fp- tag is
+                # left alone (a newer model trained on the same data may hold it).
+                hook.ensure_tag(repository, tag, digest, only_if_missing=True)
+        else:
+            if build["reused"]:
+                raise ContainerImageError(
+                    f"{repository_ref}:{tags[0]} held this model when the image was built but is gone "
+                    "now; clear the build task to rebuild"
+                )
+            local = f"{repository_ref}:{tags[0]}"
+            if (found := hook.local_image_id(local)) != build["image_id"]:
+                raise ContainerImageError(
+                    f"local image {local} is {found}, expected {build['image_id']} (the smoke-tested build); "
+                    "clear the build task to rebuild"
+                )
+            hook.registry.check_auth()
+            digests = {tag: hook.push(repository_ref, tag) for tag in tags}
+            if len(set(digests.values())) != 1:
+                raise ContainerImageError(f"tags of {repository_ref} were pushed with different digests: {digests}")
+            digest, reused = digests[tags[0]], False
+            for tag in tags:
+                hook.verify_digest(repository, tag, digest)
+            self.log.info("Registry digest of %s verified: %s", ", ".join(tags), digest)
+
+        image = f"{repository_ref}@{digest}"
+        ContainerImageLink.persist(context, image_url(hook.registry_host, repository, digest,
+                                                      template=self.image_link_template))
+        if self.azureml_conn_id:
+            from edge_training.hooks.azureml import AzureMLHook
+
+            with AzureMLHook(azureml_conn_id=self.azureml_conn_id) as aml:
+                aml.update_model_tags(build["model_name"], build["model_version"], {self.model_tag: image})
+            self.log.info("Tagged AML model %s:%s with %s=%s", build["model_name"], build["model_version"],
+                          self.model_tag, image)
+        return {
+            "image": image,
+            "tags": [f"{repository_ref}:{t}" for t in tags],
+            "digest": digest,
+            "reused": reused,
+        }

@@ -1,0 +1,128 @@
+"""Check the edge VM is fit to train before any AML job exists (Docker, disk, memory, clock, network, sshd)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from edge_training.exceptions import EdgeVMNotReadyError
+from edge_training.hooks.edge_vm import (
+    EdgeVMHook,
+    ReadinessParams,
+    as_bool,
+    failure_summary,
+)
+
+REPORT_XCOM_KEY = "readiness_report"
+
+
+class EdgeVMReadinessOperator(BaseOperator):
+    """Run the readiness checks on the edge VM in one SSH session and report all of them.
+
+    The JSON report (``{host, user, checked_at, status, checks: [{name, threshold, value, status,
+    detail}]}``) is returned (XCom ``return_value``) and also pushed as ``readiness_report``, so it is
+    there when the task fails; the task fails, listing every failed check, when any check fails.
+    Warnings (e.g. sshd posture under ``sshd_policy="warn"``) are logged and do not fail the task.
+
+    ``blob_endpoint`` (``host:port``) is what the VM must reach; when not given it is read from
+    ``stackhub_conn_id``'s connection string. Thresholds are templated (``{{ params.min_disk_gib }}``).
+    """
+
+    template_fields: Sequence[str] = (
+        "ssh_conn_id",
+        "image",
+        "workdir",
+        "min_disk_gib",
+        "min_memory_gib",
+        "max_clock_skew_s",
+        "blob_endpoint",
+        "stackhub_conn_id",
+        "require_gpu",
+        "sshd_policy",
+        "docker_host",
+        "sshd_config",
+    )
+    ui_color = "#cfe2f3"
+
+    def __init__(
+        self,
+        *,
+        ssh_conn_id: str = EdgeVMHook.default_conn_name,
+        image: str | None = None,
+        workdir: str = "",
+        min_disk_gib: float | str = 20.0,
+        min_memory_gib: float | str = 2.0,
+        max_clock_skew_s: float | str = 30.0,
+        blob_endpoint: str | None = None,
+        stackhub_conn_id: str | None = "stackhub_blob",
+        require_gpu: bool | str = False,
+        sshd_policy: str = "warn",
+        docker_host: str | None = None,
+        sshd_config: str | None = None,
+        pull_missing_image: bool = False,
+        connect_attempts: int = 3,
+        command_timeout_s: float = 120.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.ssh_conn_id = ssh_conn_id
+        self.image = image
+        self.workdir = workdir
+        self.min_disk_gib = min_disk_gib
+        self.min_memory_gib = min_memory_gib
+        self.max_clock_skew_s = max_clock_skew_s
+        self.blob_endpoint = blob_endpoint
+        self.stackhub_conn_id = stackhub_conn_id
+        self.require_gpu = require_gpu
+        self.sshd_policy = sshd_policy
+        self.docker_host = docker_host
+        self.sshd_config = sshd_config
+        self.pull_missing_image = pull_missing_image
+        self.connect_attempts = connect_attempts
+        self.command_timeout_s = command_timeout_s
+
+    def _blob_endpoint(self) -> str | None:
+        if self.blob_endpoint:
+            return self.blob_endpoint
+        if not self.stackhub_conn_id:
+            return None
+        from edge_training.hooks.stackhub_blob import StackHubBlobHook
+
+        host, port = StackHubBlobHook(stackhub_conn_id=self.stackhub_conn_id).endpoint()
+        return f"{host}:{port}"
+
+    def params_for_run(self) -> ReadinessParams:
+        return ReadinessParams(
+            image=self.image or None,
+            workdir=self.workdir or "",
+            min_disk_gib=float(self.min_disk_gib),
+            min_memory_gib=float(self.min_memory_gib),
+            max_clock_skew_s=float(self.max_clock_skew_s),
+            blob_endpoint=self._blob_endpoint(),
+            require_gpu=as_bool(self.require_gpu),
+            sshd_policy=str(self.sshd_policy).strip().lower(),
+            docker_host=self.docker_host or None,
+            sshd_config=self.sshd_config or None,
+            pull_missing_image=as_bool(self.pull_missing_image),
+        )
+
+    def make_hook(self) -> EdgeVMHook:
+        return EdgeVMHook(
+            ssh_conn_id=self.ssh_conn_id,
+            connect_attempts=self.connect_attempts,
+            command_timeout_s=self.command_timeout_s,
+        )
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        report = self.make_hook().readiness_report(self.params_for_run())
+        for item in report["checks"]:
+            log = self.log.warning if item["status"] != "pass" else self.log.info
+            log("%-22s %-4s value=%s threshold=%s: %s", item["name"], item["status"], item["value"], item["threshold"], item["detail"])
+        ti = context.get("ti") if hasattr(context, "get") else None
+        if ti is not None:
+            ti.xcom_push(key=REPORT_XCOM_KEY, value=report)
+        if report["status"] == "fail":
+            raise EdgeVMNotReadyError(failure_summary(report))
+        return report

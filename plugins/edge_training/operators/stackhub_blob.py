@@ -1,0 +1,190 @@
+"""Check a Stack Hub partition before any training job exists: local, complete, well-formed, fingerprinted."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from edge_training.exceptions import PartitionIncompleteError, StackHubError
+from edge_training.hooks.stackhub_blob import (
+    DEFAULT_DATA_PATTERN,
+    DEFAULT_DATASTORE,
+    DEFAULT_MANIFEST_NAME,
+    DEFAULT_MARKER,
+    StackHubBlobHook,
+)
+from edge_training.partitions import partition_prefix
+
+
+def _default_deferrable() -> bool:
+    from airflow.configuration import conf
+
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+class StackHubPartitionOperator(BaseOperator):
+    """Validate one data partition on Azure Stack Hub blob storage and summarise it for training.
+
+    ``prefix`` is a template for the partition folder: with ``{date}`` (``telemetry/date={date}/``)
+    or a base folder (``telemetry/``, ``date=YYYY-MM-DD/`` is appended); ``partition_key`` is the
+    run's key (``{{ dag_run.partition_key }}``), mapped to a date by :mod:`edge_training.partitions`.
+    Without a key, ``prefix`` must be the rendered folder itself.
+
+    Returns ``{container, prefix, file_count, bytes, fingerprint, data_uri, partition_date,
+    manifest}``; the manifest JSON stays on the Stack Hub account, beside the data.
+    ``partition_date`` comes from ``partition_key``, else from the prefix's ``date=YYYY-MM-DD`` segment.
+    ``wasb_conn_id`` is an alias of ``stackhub_conn_id``.
+    """
+
+    template_fields: Sequence[str] = (
+        "prefix",
+        "partition_key",
+        "container",
+        "stackhub_conn_id",
+        "data_pattern",
+        "success_marker",
+        "expected_columns",
+        "manifest_name",
+        "datastore",
+        "stack_hub_domain",
+    )
+    ui_color = "#d9ead3"
+
+    def __init__(
+        self,
+        *,
+        prefix: str,
+        partition_key: str | None = None,
+        container: str = "training",
+        stackhub_conn_id: str | None = None,
+        wasb_conn_id: str | None = None,
+        data_pattern: str = DEFAULT_DATA_PATTERN,
+        success_marker: str | None = DEFAULT_MARKER,
+        expected_columns: list[str] | None = None,
+        header_sample_size: int = 20,
+        manifest_name: str | None = DEFAULT_MANIFEST_NAME,
+        datastore: str = DEFAULT_DATASTORE,
+        stack_hub_domain: str | None = None,
+        allow_public_endpoint: bool | None = None,
+        wait_for_partition: bool = False,
+        wait_timeout: float = 3600.0,
+        poll_interval: float = 60.0,
+        max_poll_interval: float = 600.0,
+        deferrable: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.prefix = prefix
+        self.partition_key = partition_key
+        self.container = container
+        if stackhub_conn_id and wasb_conn_id and stackhub_conn_id != wasb_conn_id:
+            raise StackHubError(
+                f"stackhub_conn_id {stackhub_conn_id!r} and wasb_conn_id {wasb_conn_id!r} disagree: give one of them"
+            )
+        # wasb_conn_id is accepted as an alias: the connection has the Azure provider's wasb type.
+        self.stackhub_conn_id = stackhub_conn_id or wasb_conn_id or StackHubBlobHook.default_conn_name
+        self.data_pattern = data_pattern
+        self.success_marker = success_marker
+        self.expected_columns = expected_columns
+        self.header_sample_size = header_sample_size
+        self.manifest_name = manifest_name
+        self.datastore = datastore
+        self.stack_hub_domain = stack_hub_domain
+        self.allow_public_endpoint = allow_public_endpoint
+        self.wait_for_partition = wait_for_partition
+        self.wait_timeout = wait_timeout
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.deferrable = _default_deferrable() if deferrable is None else deferrable
+
+    @property
+    def hook(self) -> StackHubBlobHook:
+        return StackHubBlobHook(
+            stackhub_conn_id=self.stackhub_conn_id,
+            stack_hub_domain=self.stack_hub_domain or None,
+            allow_public_endpoint=self.allow_public_endpoint,
+        )
+
+    def _key(self) -> str | None:
+        key = self.partition_key
+        # A template over a missing key renders "None" (render_template_as_native_obj=False).
+        return None if key in (None, "", "None") else key
+
+    def _prefix(self) -> str:
+        return partition_prefix(self.prefix, self._key())
+
+    def _marker(self) -> str | None:
+        return self.success_marker or None
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        prefix = self._prefix()
+        hook = self.hook
+        hook.get_conn()  # the locality policy runs here, before any request
+        if self.wait_for_partition and not hook.partition_ready(
+            container=self.container, prefix=prefix, success_marker=self._marker(), data_pattern=self.data_pattern
+        ):
+            if self.deferrable:
+                from edge_training.triggers.stackhub_blob import StackHubPartitionTrigger
+
+                self.log.info("Partition %s/%s not ready; deferring for up to %ss", self.container, prefix, self.wait_timeout)
+                self.defer(
+                    trigger=StackHubPartitionTrigger(
+                        stackhub_conn_id=self.stackhub_conn_id,
+                        container=self.container,
+                        prefix=prefix,
+                        success_marker=self._marker(),
+                        data_pattern=self.data_pattern,
+                        deadline=time.time() + float(self.wait_timeout),
+                        poll_interval=self.poll_interval,
+                        max_poll_interval=self.max_poll_interval,
+                        stack_hub_domain=self.stack_hub_domain or None,
+                        allow_public_endpoint=self.allow_public_endpoint,
+                    ),
+                    method_name="execute_complete",
+                    timeout=timedelta(seconds=float(self.wait_timeout) + 300),
+                )
+            hook.wait_for_partition(
+                container=self.container,
+                prefix=prefix,
+                success_marker=self._marker(),
+                data_pattern=self.data_pattern,
+                timeout=float(self.wait_timeout),
+                poll_interval=self.poll_interval,
+                max_poll_interval=self.max_poll_interval,
+            )
+        return self._validate(hook, prefix)
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        event = event or {}
+        status = event.get("status")
+        if status == "ready":
+            return self._validate(self.hook, self._prefix())
+        if status == "timeout":
+            raise PartitionIncompleteError(event.get("message") or "partition was not ready by the deadline")
+        raise StackHubError(f"waiting for partition {self.container}/{event.get('prefix')} failed: {event.get('message')}")
+
+    def _validate(self, hook: StackHubBlobHook, prefix: str) -> dict[str, Any]:
+        summary = hook.validate_partition(
+            container=self.container,
+            prefix=prefix,
+            partition_key=self._key(),
+            data_pattern=self.data_pattern,
+            success_marker=self._marker(),
+            expected_columns=list(self.expected_columns) if self.expected_columns else None,
+            header_sample_size=int(self.header_sample_size),
+            manifest_name=self.manifest_name or None,
+            datastore=self.datastore,
+        )
+        self.log.info(
+            "Partition %s/%s: %d data files, %d bytes, fingerprint %s",
+            summary["container"],
+            summary["prefix"],
+            summary["file_count"],
+            summary["bytes"],
+            summary["fingerprint"],
+        )
+        return summary

@@ -1,0 +1,165 @@
+"""The edge_training DAG end to end through a real scheduler, on the local edge stack.
+
+Every effect is checked at its source: the job in the AML double, the model version and its tags,
+the manifest in Stack Hub blob storage, and the image digest in the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pytest
+
+from devstack.seed import delete_partition, seed_partition
+from tests.e2e.conftest import (
+    DAG_ID,
+    MODEL_NAME,
+    jobs_for_partition,
+    model_versions_for_partition,
+    partition_key,
+    run_to_completion,
+    stackhub_container,
+)
+
+ONE_PARTITION = "2026-11-20"
+BACKFILL = ["2026-11-24", "2026-11-25", "2026-11-26"]
+MISSING = "2026-11-25"
+
+
+def test_one_partition_trains_registers_and_ships_an_image(airflow, ml_client, registry, stack_env):
+    run_id, run, tis = run_to_completion(airflow, ONE_PARTITION)
+    states = {t: ti["state"] for t, ti in tis.items()}
+    assert run["state"] == "success", states
+    assert set(states.values()) == {"success"}, states
+
+    summary = airflow.xcom(DAG_ID, run_id, "summary")
+    assert summary["partition"] == ONE_PARTITION
+    assert summary["status"] == "success"
+
+    # The AML job: exactly one for this partition and data, Completed, tagged with its lineage.
+    job = ml_client.jobs.get(summary["aml_job"])
+    assert job.status == "Completed"
+    assert job.tags["partition"] == ONE_PARTITION
+    assert job.tags["data_fingerprint"] == summary["data_fingerprint"]
+    same_data = [j for j in jobs_for_partition(ml_client, ONE_PARTITION)
+                 if j.tags.get("data_fingerprint") == summary["data_fingerprint"]]
+    assert [j.name for j in same_data] == [job.name]
+
+    # The model version and its tags.
+    name, version = summary["model"].split(":")
+    assert name == MODEL_NAME
+    model = ml_client.models.get(name=name, version=version)
+    assert model.tags["partition"] == ONE_PARTITION
+    assert model.tags["job_name"] == job.name
+    assert model.tags["data_fingerprint"] == summary["data_fingerprint"]
+    assert model.tags["dag_id"] == DAG_ID
+    assert model.tags.get("git_commit")
+    assert model.tags["image"] == summary["image"]
+
+    # The manifest beside the data in Stack Hub (it never leaves the account).
+    container = stackhub_container(stack_env)
+    manifest = json.loads(
+        container.download_blob(f"telemetry/date={ONE_PARTITION}/_manifest.json").readall()
+    )
+    assert manifest["fingerprint"] == summary["data_fingerprint"]
+
+    # The image: the registry's digest for the version tag is the one the DAG reported.
+    repository, digest = summary["image"].split("/", 1)[1].split("@")
+    assert registry.digest(repository, version) == digest
+
+    # Operators see the AML job's own log in the training task's log, and a link to the job.
+    log = airflow.task_log(DAG_ID, run_id, "submit_training", tis["submit_training"]["try_number"])
+    assert "rows" in log.lower() and job.name in log, log[-3000:]
+    links = airflow.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/submit_training/links")
+    assert any(job.name in (url or "") for url in links.values()), links
+
+
+def test_a_second_run_of_the_same_partition_duplicates_nothing(airflow, ml_client, registry):
+    jobs_before = {j.name for j in jobs_for_partition(ml_client, ONE_PARTITION)}
+    models_before = {m.version for m in model_versions_for_partition(ml_client, ONE_PARTITION)}
+    tags_before = set(registry.tags(MODEL_NAME))
+
+    run_id, run, tis = run_to_completion(airflow, ONE_PARTITION)
+    assert run["state"] == "success", {t: ti["state"] for t, ti in tis.items()}
+
+    assert {j.name for j in jobs_for_partition(ml_client, ONE_PARTITION)} == jobs_before
+    assert {m.version for m in model_versions_for_partition(ml_client, ONE_PARTITION)} == models_before
+    assert set(registry.tags(MODEL_NAME)) == tags_before
+
+
+def _backfill_runs(airflow, keys: set[str]) -> dict[str, dict]:
+    runs = airflow.api("GET", f"/dags/{DAG_ID}/dagRuns?limit=100&order_by=-run_after")["dag_runs"]
+    found: dict[str, dict] = {}
+    for run in runs:
+        if run.get("partition_key") in keys and run["run_type"] == "backfill":
+            found.setdefault(run["partition_key"], run)
+    return found
+
+
+def _wait_backfill(airflow, keys: set[str], timeout: float = 1500) -> dict[str, dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = _backfill_runs(airflow, keys)
+        if set(runs) == keys and all(r["state"] in ("success", "failed") for r in runs.values()):
+            return runs
+        time.sleep(5)
+    raise AssertionError(f"backfill runs for {sorted(keys)} not finished: {_backfill_runs(airflow, keys)}")
+
+
+def test_backfill_with_a_missing_partition_then_reprocess_failed(airflow, ml_client, registry, stack_env):
+    # Fresh data for these days (a new fingerprint each session), and one day missing.
+    rows = 1500 + random.randrange(400)
+    for date in BACKFILL:
+        seed_partition(date, rows=rows)
+    delete_partition(MISSING)
+    jobs_before = {d: {j.name for j in jobs_for_partition(ml_client, d)} for d in BACKFILL}
+    keys = {partition_key(d) for d in BACKFILL}
+
+    airflow.airflow("backfill", "create", "--dag-id", DAG_ID,
+                    "--from-date", BACKFILL[0], "--to-date", BACKFILL[-1])
+    runs = _wait_backfill(airflow, keys)
+    states = {k: r["state"] for k, r in runs.items()}
+    assert states == {partition_key(BACKFILL[0]): "success", partition_key(MISSING): "failed",
+                      partition_key(BACKFILL[2]): "success"}, states
+
+    missing_run = runs[partition_key(MISSING)]
+    tis = airflow.task_instances(DAG_ID, missing_run["dag_run_id"])
+    assert tis["validate_partition"]["state"] == "failed"
+    assert tis["submit_training"]["state"] == "upstream_failed"
+    log = airflow.task_log(DAG_ID, missing_run["dag_run_id"], "validate_partition",
+                           tis["validate_partition"]["try_number"])
+    assert f"date={MISSING}" in log, log[-2000:]
+    assert {j.name for j in jobs_for_partition(ml_client, MISSING)} == jobs_before[MISSING], \
+        "an AML job was submitted for a partition that failed validation"
+    trained = {d: {j.name for j in jobs_for_partition(ml_client, d)} - jobs_before[d]
+               for d in (BACKFILL[0], BACKFILL[2])}
+    assert all(len(new) == 1 for new in trained.values()), trained
+    tags_after_first = set(registry.tags(MODEL_NAME))
+    models_after_first = {d: {m.version for m in model_versions_for_partition(ml_client, d)}
+                          for d in BACKFILL}
+
+    # The data lands; a re-run of the backfill with reprocess=failed trains only that day.
+    seed_partition(MISSING, rows=rows)
+    airflow.airflow("backfill", "create", "--dag-id", DAG_ID, "--from-date", BACKFILL[0],
+                    "--to-date", BACKFILL[-1], "--reprocess-behavior", "failed")
+    deadline = time.monotonic() + 1500
+    while time.monotonic() < deadline:
+        runs = _backfill_runs(airflow, keys)
+        if runs[partition_key(MISSING)]["state"] in ("success", "failed") and \
+                runs[partition_key(MISSING)]["dag_run_id"] != missing_run["dag_run_id"] or \
+                runs[partition_key(MISSING)]["state"] == "success":
+            break
+        time.sleep(5)
+    assert runs[partition_key(MISSING)]["state"] == "success", runs
+
+    new_missing = {j.name for j in jobs_for_partition(ml_client, MISSING)} - jobs_before[MISSING]
+    assert len(new_missing) == 1, new_missing
+    for date in (BACKFILL[0], BACKFILL[2]):
+        assert {j.name for j in jobs_for_partition(ml_client, date)} - jobs_before[date] == trained[date]
+        assert {m.version for m in model_versions_for_partition(ml_client, date)} == models_after_first[date]
+    assert len({m.version for m in model_versions_for_partition(ml_client, MISSING)}
+               - models_after_first[MISSING]) == 1
+    new_tags = set(registry.tags(MODEL_NAME)) - tags_after_first
+    assert len([t for t in new_tags if not t.startswith("fp-")]) == 1, new_tags

@@ -1,0 +1,149 @@
+"""Pure logic of the AML trigger and operators: serialisation, flags, the gate's decision."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from datetime import timedelta
+
+import pytest
+
+from edge_training.exceptions import EvaluationGateError
+from edge_training.hooks.azureml import PollPolicy
+from edge_training.operators.azureml import (
+    AzureMLRegisterModelOperator,
+    AzureMLSubmitJobOperator,
+    as_bool,
+    as_seconds,
+    gate_decision,
+    model_asset,
+    model_metrics_from_tags,
+)
+from edge_training.triggers.azureml import AzureMLJobTrigger
+
+
+def test_trigger_serialisation_round_trip():
+    trigger = AzureMLJobTrigger(
+        job_name="edge_training-2026-11-10-abc",
+        azureml_conn_id="aml_other",
+        deadline=1_800_000_000.5,
+        poll_policy=PollPolicy(initial_s=1, max_s=10).to_dict(),
+        stream_logs=False,
+        log_offset=1234,
+        polls_done=7,
+        max_transient_errors=5,
+        cancel_on_timeout=False,
+    )
+    classpath, kwargs = trigger.serialize()
+    # What the triggerer stores must survive JSON.
+    kwargs = json.loads(json.dumps(kwargs))
+    module, _, name = classpath.rpartition(".")
+    rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
+    assert isinstance(rebuilt, AzureMLJobTrigger)
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert kwargs["job_name"] == "edge_training-2026-11-10-abc"
+    assert kwargs["log_offset"] == 1234 and kwargs["polls_done"] == 7
+    assert PollPolicy(**kwargs["poll_policy"]).max_s == 10
+
+
+def test_trigger_defaults_serialise_too():
+    classpath, kwargs = AzureMLJobTrigger(job_name="j").serialize()
+    assert classpath == "edge_training.triggers.azureml.AzureMLJobTrigger"
+    assert json.loads(json.dumps(kwargs)) == kwargs
+
+
+@pytest.mark.parametrize(("value", "expected"), [(True, True), ("True", True), ("false", False), ("", False), (0, False)])
+def test_as_bool(value, expected):
+    assert as_bool(value) is expected
+
+
+def test_as_bool_refuses_garbage():
+    with pytest.raises(ValueError, match="expected a boolean flag"):
+        as_bool("perhaps")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, None), ("", None), ("7200", 7200.0), (90, 90.0), (timedelta(minutes=2), 120.0)],
+)
+def test_as_seconds(value, expected):
+    assert as_seconds(value) == expected
+
+
+def test_as_seconds_refuses_non_positive():
+    with pytest.raises(ValueError):
+        as_seconds("0")
+
+
+# --- gate ----------------------------------------------------------------------------------------
+def test_gate_passes_without_a_baseline():
+    d = gate_decision(new_metrics={"roc_auc": 0.7}, baseline_metrics=None, baseline_version=None,
+                      metric="roc_auc", tolerance=0.0)
+    assert d.passed and d.reason == "no production model yet"
+
+
+def test_gate_passes_within_tolerance_and_fails_beyond():
+    ok = gate_decision(new_metrics={"roc_auc": 0.89}, baseline_metrics={"roc_auc": 0.90}, baseline_version="3",
+                       metric="roc_auc", tolerance=0.02)
+    assert ok.passed
+    bad = gate_decision(new_metrics={"roc_auc": 0.85}, baseline_metrics={"roc_auc": 0.90}, baseline_version="3",
+                        metric="roc_auc", tolerance=0.02)
+    assert not bad.passed and "version 3" in bad.reason and "0.0500" in bad.reason
+
+
+def test_gate_exact_tolerance_passes():
+    d = gate_decision(new_metrics={"m": 0.88}, baseline_metrics={"m": 0.90}, baseline_version="1",
+                      metric="m", tolerance=0.02)
+    assert d.passed
+
+
+def test_gate_lower_is_better_metrics():
+    d = gate_decision(new_metrics={"loss": 0.5}, baseline_metrics={"loss": 0.3}, baseline_version="1",
+                      metric="loss", tolerance=0.1, higher_is_better=False)
+    assert not d.passed
+
+
+def test_gate_better_model_passes():
+    d = gate_decision(new_metrics={"roc_auc": 0.95}, baseline_metrics={"roc_auc": 0.90}, baseline_version="1",
+                      metric="roc_auc", tolerance=0.0)
+    assert d.passed
+
+
+@pytest.mark.parametrize(
+    ("new", "base", "message"),
+    [
+        ({"accuracy": 0.9}, None, "expected metric 'roc_auc', found only ['accuracy']"),
+        ({"roc_auc": "n/a"}, None, "must be a number"),
+        ({"roc_auc": 0.9}, {"accuracy": 0.9}, "baseline model version 4"),
+    ],
+)
+def test_gate_refuses_missing_metrics(new, base, message):
+    with pytest.raises(EvaluationGateError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        gate_decision(new_metrics=new, baseline_metrics=base, baseline_version="4", metric="roc_auc", tolerance=0.0)
+
+
+def test_gate_refuses_negative_tolerance():
+    with pytest.raises(EvaluationGateError):
+        gate_decision(new_metrics={"m": 1}, baseline_metrics=None, baseline_version=None, metric="m", tolerance=-1)
+
+
+def test_metrics_from_tags():
+    assert model_metrics_from_tags({"metrics": '{"roc_auc": 0.9}'}) == {"roc_auc": 0.9}
+    assert model_metrics_from_tags({}) is None
+    assert model_metrics_from_tags({"metrics": "not json"}) is None
+
+
+# --- operators' declared surface ------------------------------------------------------------------
+def test_submit_operator_templates_every_user_facing_field():
+    fields = set(AzureMLSubmitJobOperator.template_fields)
+    assert {"code", "command", "environment", "compute", "inputs", "outputs", "experiment_name", "tags",
+            "environment_variables", "partition", "data_fingerprint", "job_name", "job_timeout"} <= fields
+
+
+def test_register_operator_defaults_its_outlet_to_the_model_asset():
+    op = AzureMLRegisterModelOperator(
+        task_id="register", job_name="j", model_name="equipment-failure", partition="2026-11-10",
+        data_fingerprint="f", git_commit="c", training_environment="env:1",
+    )
+    assert op.outlets == [model_asset("equipment-failure")]
+    assert model_asset("equipment-failure").uri == "azureml://models/equipment-failure"

@@ -1,0 +1,189 @@
+"""Pure logic of the container image hook: names, labels, stream parsing, smoke-test verdicts, context."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from edge_training.exceptions import ContainerImageError, RegistryAuthError, RegistryPushError, SmokeTestError
+from edge_training.hooks import container_image as ci
+
+DOCKERFILE = ci.DEFAULT_SERVING_DIR / "Dockerfile"
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize("name, prefix, expected", [
+    ("failure-classifier", None, "failure-classifier"),
+    ("Failure Classifier v2", None, "failure-classifier-v2"),
+    ("edge__model..x", "models", "models/edge-model-x"),
+])
+def test_repository_name(name, prefix, expected):
+    assert ci.repository_name(name, prefix=prefix) == expected
+
+
+def test_repository_name_refuses_empty():
+    with pytest.raises(ContainerImageError, match="valid registry path"):
+        ci.repository_name("__")
+
+
+def test_tags_are_version_then_fingerprint_short_form():
+    assert ci.image_tags("7", "sha256:0123456789ABCDEF0123") == ["7", "fp-0123456789ab"]
+    assert ci.image_tags(3, "deadbeefcafe1234") == ["3", "fp-deadbeefcafe"]
+    with pytest.raises(ContainerImageError, match="not a valid image tag"):
+        ci.image_tags("-1", "deadbeefcafe")
+    with pytest.raises(ContainerImageError, match="at least 6"):
+        ci.image_tags("1", "abc")
+
+
+def test_dockerfile_declares_every_build_arg_and_label():
+    text = DOCKERFILE.read_text()
+    labels = ci.model_labels(model_name="m", model_version="1", data_fingerprint="f" * 16, job_name="j",
+                             partition="2026-11-10", git_commit="c" * 40, created="2026-12-01T00:00:00Z")
+    declared = {word.split("=")[0] for line in re.findall(r"^ARG (.+)$", text, flags=re.M) for word in line.split()}
+    assert set(ci.build_args(labels, base_image="b")) <= declared
+    for key in labels:
+        assert f"{key}=" in text, f"Dockerfile has no LABEL {key}"
+    assert "org.opencontainers.image.revision=" in text and "org.opencontainers.image.created=" in text
+
+
+def test_dockerfile_copies_the_model_last():
+    """Only metadata instructions follow the model COPY, so a new model invalidates one layer."""
+    instructions = [line.split()[0] for line in DOCKERFILE.read_text().splitlines()
+                    if line and not line.startswith((" ", "#"))]
+    model_copy = next(i for i, line in enumerate(DOCKERFILE.read_text().splitlines()) if line.startswith("COPY model/"))
+    after = [line.split()[0] for line in DOCKERFILE.read_text().splitlines()[model_copy + 1:]
+             if line and not line.startswith((" ", "#"))]
+    assert set(after) <= {"ARG", "ENV", "LABEL"}
+    assert instructions.index("COPY") < instructions.index("CMD") < len(instructions) - len(after) - 1
+
+
+def test_label_differences_only_on_identity():
+    a = ci.model_labels(model_name="m", model_version="1", data_fingerprint="fff111", job_name="j", created="t1")
+    b = ci.model_labels(model_name="m", model_version="1", data_fingerprint="fff111", job_name="j", created="t2",
+                        git_commit="other")
+    assert ci.label_differences(a, b) == {}
+    c = dict(b, **{f"{ci.LABEL_PREFIX}job.name": "j2"})
+    assert ci.label_differences(a, c) == {f"{ci.LABEL_PREFIX}job.name": ("j", "j2")}
+    assert set(ci.label_differences(a, None)) == {f"{ci.LABEL_PREFIX}{k}" for k in ci.IDENTITY_LABELS}
+
+
+def test_parse_build_stream_marks_cached_steps():
+    stream = [
+        {"stream": "Step 1/4 : ARG BASE_IMAGE=x\n"},
+        {"stream": "Step 2/4 : FROM x\n"}, {"stream": " ---> 1234\n"},
+        {"stream": "Step 3/4 : COPY score.py /opt/serving/score.py\n"}, {"stream": " ---> Using cache\n"},
+        {"stream": " ---> 5678\n"},
+        {"stream": "Step 4/4 : COPY model/ /opt/model/\n"}, {"stream": " ---> 9abc\n"},
+        {"aux": {"ID": "sha256:9abc"}}, {"stream": "Successfully built 9abc\n"},
+    ]
+    report = ci.parse_build_stream(stream)
+    assert report.image_id == "sha256:9abc"
+    assert report.cached_steps == [3]
+    assert [s.instruction for s in report.steps][-1] == "COPY model/ /opt/model/"
+
+
+def test_parse_build_stream_error_names_the_step():
+    stream = [{"stream": "Step 2/3 : RUN false\n"}, {"error": "The command '/bin/sh -c false' returned 1"}]
+    with pytest.raises(ContainerImageError, match=r"failed at step 2 \(RUN false\).*returned 1"):
+        ci.parse_build_stream(stream, image="r/m:1")
+    with pytest.raises(ContainerImageError, match="without an image id"):
+        ci.parse_build_stream([{"stream": "Step 1/1 : FROM x\n"}])
+
+
+def test_parse_push_stream():
+    ok = [{"status": "Pushing"}, {"status": f"1: digest: {DIGEST} size: 1234"},
+          {"aux": {"Tag": "1", "Digest": DIGEST, "Size": 1234}}]
+    assert ci.parse_push_stream(ok, ref="r:1", registry="reg") == DIGEST
+    assert ci.parse_push_stream(ok[:2], ref="r:1", registry="reg") == DIGEST
+    with pytest.raises(RegistryAuthError, match="refused the push of r:1.*login and password"):
+        ci.parse_push_stream([{"errorDetail": {"message": "unauthorized: authentication required"},
+                               "error": "unauthorized: authentication required"}], ref="r:1", registry="reg")
+    with pytest.raises(RegistryPushError, match="blob upload unknown"):
+        ci.parse_push_stream([{"error": "blob upload unknown"}], ref="r:1", registry="reg")
+    with pytest.raises(RegistryPushError, match="without a digest"):
+        ci.parse_push_stream([{"status": "Pushing"}], ref="r:1", registry="reg")
+
+
+@pytest.mark.parametrize("body, rows, message", [
+    ({"predictions": [0, 1]}, 3, "expected 3 predictions"),
+    ({"result": []}, 1, "'predictions' list"),
+    ([1], 1, "'predictions' list"),
+    ({"predictions": [0, "1"]}, 2, "all numbers or all strings"),
+    ({"predictions": [None]}, 1, "NoneType"),
+    ({"predictions": [True]}, 1, "bool"),
+    ({"predictions": [1], "probabilities": [1.5]}, 1, "probabilities between 0 and 1"),
+])
+def test_check_predictions_refuses(body, rows, message):
+    with pytest.raises(SmokeTestError) as err:
+        ci.check_predictions(body, rows, image="img")
+    assert message in str(err.value)
+
+
+def test_check_predictions_accepts():
+    assert ci.check_predictions({"predictions": [0, 1, 0], "probabilities": [0.1, 0.9, 0.2]}, 3, image="i") == [0, 1, 0]
+    assert ci.check_predictions({"predictions": ["ok"]}, 1, image="i") == ["ok"]
+
+
+def test_www_authenticate():
+    assert ci.parse_www_authenticate('Bearer realm="https://r/oauth2/token",service="r",scope="repository:a:pull"') == (
+        "bearer", {"realm": "https://r/oauth2/token", "service": "r", "scope": "repository:a:pull"})
+    assert ci.parse_www_authenticate('Basic realm="Registry Realm"')[0] == "basic"
+
+
+def test_context_holds_serving_files_and_only_the_model_files(tmp_path):
+    serving = tmp_path / "serving"
+    serving.mkdir()
+    (serving / "Dockerfile").write_text("FROM x\n")
+    (serving / "score.py").write_text("print(1)\n")
+    (serving / "__pycache__").mkdir()
+    (serving / "__pycache__" / "score.cpython-311.pyc").write_bytes(b"x")
+    download = tmp_path / "download" / "named-outputs" / "model"
+    download.mkdir(parents=True)
+    for name in ("model.joblib", "metrics.json", "MODEL_CARD.md", "feature_importance.png", "data.csv", "std_log.txt"):
+        (download / name).write_text(name)
+    ctx = ci.prepare_context(serving_dir=serving, model_dir=tmp_path / "download", dest=tmp_path / "ctx")
+    files = sorted(p.relative_to(ctx).as_posix() for p in ctx.rglob("*") if p.is_file())
+    assert files == ["Dockerfile", "model/MODEL_CARD.md", "model/feature_importance.png", "model/metrics.json",
+                     "model/model.joblib", "score.py"]
+    assert all(p.stat().st_mode & 0o444 == 0o444 for p in ctx.rglob("*"))
+
+
+def test_model_folder_errors(tmp_path):
+    with pytest.raises(ContainerImageError, match="does not exist"):
+        ci.resolve_model_dir(tmp_path / "missing")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "model.joblib").write_text("")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "model.joblib").write_text("")
+    with pytest.raises(ContainerImageError, match="exactly one model.joblib, found 2"):
+        ci.resolve_model_dir(tmp_path)
+    with pytest.raises(ContainerImageError, match="expected a Dockerfile"):
+        ci.prepare_context(serving_dir=tmp_path, model_dir=tmp_path / "a", dest=tmp_path / "ctx")
+
+
+def test_image_url():
+    from edge_training.links.container_image import image_url
+
+    assert image_url("reg:5000", "m", DIGEST) == f"https://reg:5000/v2/m/manifests/{DIGEST}"
+    assert image_url("r", "m", DIGEST, template="https://portal/{registry}/{repository}/{digest}") == \
+        f"https://portal/r/m/{DIGEST}"
+
+
+def test_docker_client_kwargs_from_the_connection():
+    kw = ci.docker_client_kwargs("unix:///var/run/docker.sock", None, {"network_mode": "host"})
+    assert kw["base_url"] == "unix:///var/run/docker.sock" and kw["tls"] is False and kw["timeout"] == 600
+    assert ci.docker_client_kwargs(None, None, {})["base_url"] == "unix:///var/run/docker.sock"
+    assert ci.docker_client_kwargs("tcp://10.0.0.4", 2376, {})["base_url"] == "tcp://10.0.0.4:2376"
+    assert ci.docker_client_kwargs("tcp://10.0.0.4:2375", 2376, {})["base_url"] == "tcp://10.0.0.4:2375"
+    ssh = ci.docker_client_kwargs("ssh://edgeops@edgevm", 47122, {"use_ssh_client": True, "timeout": 30})
+    assert ssh["base_url"] == "ssh://edgeops@edgevm:47122" and ssh["use_ssh_client"] is True and ssh["timeout"] == 30
+    with pytest.raises(ContainerImageError, match="expected unix://, tcp:// or ssh://"):
+        ci.docker_client_kwargs("edgevm:2375", None, {})
+
+
+def test_parse_host_key_with_and_without_type():
+    blob = "AAAAC3NzaC1lZDI1NTE5AAAAIIjlw4ykkK/QD4iR3PxNFQZXOLMEMZiSHQubBlej9Bfa"
+    key_type, key = ci.parse_host_key(f"ssh-ed25519 {blob}")
+    assert key_type == "ssh-ed25519" and key.get_base64() == blob
+    assert ci.parse_host_key(blob)[0] == "ssh-ed25519"

@@ -1,0 +1,69 @@
+"""The edge_training DAG's shape: tasks, order, partitions, pool, params. No services needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from airflow.dag_processing.dagbag import DagBag
+
+REPO = Path(__file__).resolve().parents[2]
+CHAIN = [
+    "check_edge_vm",
+    "validate_partition",
+    "submit_training",
+    "evaluate_gate",
+    "register_model",
+    "build_image",
+    "push_image",
+    "summary",
+]
+
+
+@pytest.fixture(scope="module")
+def dag():
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}, bag.import_errors
+    return bag.dags["edge_training"]
+
+
+def test_tasks_run_in_the_documented_order(dag):
+    assert set(dag.task_ids) == set(CHAIN)
+    for upstream, downstream in zip(CHAIN, CHAIN[1:]):
+        assert dag.get_task(downstream).upstream_task_ids == {upstream}, downstream
+
+
+def test_runs_are_keyed_by_daily_partition(dag):
+    from airflow.sdk import CronPartitionTimetable
+
+    assert isinstance(dag.timetable, CronPartitionTimetable)
+    assert dag.catchup is False
+    assert dag.max_active_runs >= 1
+
+
+def test_training_is_bounded_by_the_edge_vm_pool_and_deferrable(dag):
+    submit = dag.get_task("submit_training")
+    assert submit.pool == "edge_vm"
+    assert submit.deferrable is True
+    assert dag.get_task("register_model").outlets, "register_model must emit the model asset"
+
+
+def test_every_task_has_retries_and_a_timeout(dag):
+    for task in dag.tasks:
+        if task.task_id == "summary":
+            continue
+        assert task.retries >= 1, task.task_id
+        assert task.execution_timeout is not None, task.task_id
+
+
+def test_params_have_defaults_and_descriptions(dag):
+    for name in ("partition", "force_retrain", "model_name", "gate_tolerance", "min_disk_gib"):
+        param = dag.params.get_param(name)
+        assert param.description, name
+    assert dag.params["force_retrain"] is False
+    assert dag.doc_md and "backfill" in dag.doc_md
+
+
+def test_summary_runs_after_a_gated_skip(dag):
+    assert dag.get_task("summary").trigger_rule == "none_failed"

@@ -1,0 +1,204 @@
+"""Pure logic of the Stack Hub hook: locality policy, fingerprint, header parsing, sampling."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import random
+
+import pytest
+
+from edge_training.exceptions import LocalityPolicyError, SchemaDriftError, StackHubError
+from edge_training.hooks.stackhub_blob import (
+    Fingerprint,
+    Reservoir,
+    StackHubSettings,
+    backoff_delay,
+    check_container_name,
+    check_locality,
+    compare_columns,
+    data_uri,
+    fingerprint_entries,
+    parse_header,
+)
+from edge_training.triggers.stackhub_blob import StackHubPartitionTrigger
+
+DOMAIN = "local.azurestack.external"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://edgedata.blob.local.azurestack.external:47101/",
+        "https://acct1.blob.LOCAL.azurestack.external",
+        "https://edgedata.blob.local.azurestack.external./",
+    ],
+)
+def test_locality_accepts_stack_hub_accounts(url):
+    assert check_locality(url, stack_hub_domain=DOMAIN).startswith(("edgedata", "acct1"))
+
+
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("https://edgedata.blob.core.windows.net/", "public Azure cloud endpoint"),
+        ("https://edgedata.blob.core.chinacloudapi.cn/", "public Azure cloud endpoint"),
+        ("https://edgedata.blob.core.usgovcloudapi.net/", "public Azure cloud endpoint"),
+        ("https://edgedata.z13.blob.storage.azure.net/", "public Azure cloud endpoint"),
+        ("https://edgedata.blob.local.azurestack.external.core.windows.net/", "public Azure cloud endpoint"),
+        ("https://edgedata.blob.otherregion.azurestack.external/", "outside the Stack Hub domain"),
+        ("https://evil.example/edgedata.blob.local.azurestack.external", "outside the Stack Hub domain"),
+        ("https://a.b.blob.local.azurestack.external/", "outside the Stack Hub domain"),
+        ("https://blob.local.azurestack.external/", "outside the Stack Hub domain"),
+        ("https://127.0.0.1:10000/devstoreaccount1", "outside the Stack Hub domain"),
+    ],
+)
+def test_locality_refuses_outside_endpoints(url, reason):
+    with pytest.raises(LocalityPolicyError, match=reason):
+        check_locality(url, stack_hub_domain=DOMAIN)
+
+
+def test_locality_policy_can_allow_public_or_listed_hosts():
+    assert check_locality("https://x.blob.core.windows.net", stack_hub_domain=DOMAIN, allow_public_endpoint=True)
+    assert check_locality("https://127.0.0.1:10000/a", stack_hub_domain=DOMAIN, allowed_hosts=["127.0.0.1"])
+
+
+def test_locality_fails_closed_without_a_domain():
+    with pytest.raises(LocalityPolicyError, match="no Stack Hub domain is configured"):
+        check_locality("https://edgedata.blob.local.azurestack.external", stack_hub_domain=None)
+
+
+def test_settings_from_extra_keep_the_secret_out_of_repr():
+    s = StackHubSettings.from_extra(
+        "stackhub_blob",
+        {"connection_string": "AccountKey=c2VjcmV0", "ca_bundle": "/ca.crt", "stack_hub_domain": DOMAIN},
+    )
+    assert "c2VjcmV0" not in repr(s)
+    assert s.client_kwargs() == {"api_version": "2019-07-07", "connection_verify": "/ca.crt"}
+    with pytest.raises(StackHubError, match="no 'connection_string'"):
+        StackHubSettings.from_extra("stackhub_blob", {})
+
+
+def test_public_connection_string_is_refused_before_any_request():
+    s = StackHubSettings.from_extra(
+        "x",
+        {
+            "connection_string": "DefaultEndpointsProtocol=https;AccountName=edgedata;"
+            "AccountKey=c2VjcmV0;EndpointSuffix=core.windows.net",
+            "stack_hub_domain": DOMAIN,
+        },
+    )
+    with pytest.raises(LocalityPolicyError, match=r"edgedata\.blob\.core\.windows\.net is a public"):
+        s.service_client()
+
+
+def _md5(data: bytes) -> bytes:
+    return hashlib.md5(data).digest()
+
+
+def test_fingerprint_is_deterministic_and_sensitive():
+    entries = [("part-00000.csv", 10, _md5(b"a"), '"0x1"'), ("part-00001.csv", 20, None, '"0x2"')]
+    digest, count, size = fingerprint_entries(entries)
+    assert (count, size) == (2, 30)
+    assert digest == fingerprint_entries(list(entries))[0]
+    changed_size = [("part-00000.csv", 11, _md5(b"a"), '"0x1"'), entries[1]]
+    changed_md5 = [("part-00000.csv", 10, _md5(b"b"), '"0x1"'), entries[1]]
+    changed_etag = [entries[0], ("part-00001.csv", 20, None, '"0x3"')]
+    renamed = [("part-00000.csv", 10, _md5(b"a"), '"0x1"'), ("part-00002.csv", 20, None, '"0x2"')]
+    digests = {fingerprint_entries(e)[0] for e in (changed_size, changed_md5, changed_etag, renamed)}
+    assert digest not in digests and len(digests) == 4
+
+
+def test_fingerprint_prefers_md5_over_etag():
+    a = fingerprint_entries([("p", 1, _md5(b"x"), '"etag-1"')])[0]
+    b = fingerprint_entries([("p", 1, _md5(b"x"), '"etag-2"')])[0]
+    assert a == b  # same bytes re-uploaded: new ETag, same Content-MD5, same fingerprint
+    assert Fingerprint.tag(None, '"0x8D"') == "etag:0x8D"
+    assert Fingerprint.tag(_md5(b"x"), None) == "md5:" + base64.b64encode(_md5(b"x")).decode()
+
+
+def test_fingerprint_refuses_unsorted_or_duplicate_names():
+    with pytest.raises(StackHubError, match="not sorted"):
+        fingerprint_entries([("b", 1, None, "e"), ("a", 1, None, "e")])
+    with pytest.raises(StackHubError, match="not sorted"):
+        fingerprint_entries([("a", 1, None, "e"), ("a", 1, None, "e")])
+
+
+def test_fingerprint_names_cannot_collide_through_separators():
+    a = fingerprint_entries([("a,1", 2, None, "e")])[0]
+    b = fingerprint_entries([("a", 12, None, "e")])[0]
+    assert a != b
+
+
+def test_parse_header():
+    assert parse_header(b"a,b,c\n1,2,3\n", blob_size=12, name="f") == ["a", "b", "c"]
+    assert parse_header(b"\xef\xbb\xbfa, b ,c\r\n1", blob_size=100, name="f") == ["a", "b", "c"]
+    assert parse_header(b'"x,y",z', blob_size=7, name="f") == ["x,y", "z"]  # whole small file, no newline
+    with pytest.raises(SchemaDriftError, match="no end of header line within the first 1024 bytes"):
+        parse_header(b"a" * 1024, blob_size=5000, name="f")
+    with pytest.raises(SchemaDriftError, match="header line is empty"):
+        parse_header(b"\n1,2", blob_size=4, name="f")
+
+
+def test_compare_columns_names_missing_extra_and_duplicates():
+    assert compare_columns("f", ["a", "b"], ["a", "b"]) is None
+    assert compare_columns("f", ["b", "a"], ["a", "b"]) is None  # order does not matter to a reader by name
+    msg = compare_columns("part-1.csv", ["a", "c", "c"], ["a", "b"])
+    assert msg == "part-1.csv: missing ['b'], extra ['c', 'c'], duplicated ['c']"
+
+
+def test_reservoir_is_bounded_and_deterministic():
+    r1, r2 = Reservoir(5, seed="p"), Reservoir(5, seed="p")
+    for i in range(10_000):
+        r1.offer(i)
+        r2.offer(i)
+    assert len(r1.items) == 5 and r1.items == r2.items and r1.seen == 10_000
+    assert max(r1.items) > 5  # later items do get in
+
+
+def test_backoff_is_capped_with_jitter():
+    rng = random.Random(1)
+    delays = [backoff_delay(a, 2.0, 60.0, rng=rng) for a in range(12)]
+    assert 1.6 <= delays[0] <= 2.4
+    assert all(d <= 72.0 for d in delays) and max(delays) >= 48.0
+
+
+def test_container_name_and_data_uri():
+    assert check_container_name("training") == "training"
+    for bad in ("Training", "tr", "a--b", "../x"):
+        with pytest.raises(StackHubError, match="container name"):
+            check_container_name(bad)
+    assert data_uri("telemetry/date=2026-11-10") == "azureml://datastores/stackhub_data/paths/telemetry/date=2026-11-10/"
+
+
+def test_trigger_serialises_to_plain_kwargs():
+    trigger = StackHubPartitionTrigger(
+        stackhub_conn_id="stackhub_blob",
+        container="training",
+        prefix="telemetry/date=2026-11-10/",
+        success_marker="_SUCCESS",
+        data_pattern="part-*.csv",
+        deadline=1.5e9,
+    )
+    path, kwargs = trigger.serialize()
+    assert path == "edge_training.triggers.stackhub_blob.StackHubPartitionTrigger"
+    again = StackHubPartitionTrigger(**kwargs)
+    assert again.serialize() == (path, kwargs)
+    import json
+
+    json.dumps(kwargs)
+
+
+def test_operator_maps_the_run_key_and_refuses_a_missing_one():
+    from edge_training.exceptions import InvalidPartitionKeyError
+    from edge_training.operators.stackhub_blob import StackHubPartitionOperator
+
+    def op(key):
+        return StackHubPartitionOperator(task_id="v", prefix="telemetry/date={partition_date}/", partition_key=key)
+
+    assert op("2026-11-10T02:00:00")._prefix() == "telemetry/date=2026-11-10/"
+    for missing in (None, "", "None"):  # "None": a template over an absent key
+        with pytest.raises(InvalidPartitionKeyError, match="no partition key was given"):
+            op(missing)._prefix()
+    with pytest.raises(StackHubError, match="disagree"):
+        StackHubPartitionOperator(task_id="v", prefix="p/", stackhub_conn_id="a", wasb_conn_id="b")
