@@ -20,7 +20,8 @@ partition (`telemetry/date=YYYY-MM-DD/` in the `training` container), and:
    it to the registry and verifies the digest; the image reference goes back onto the model version.
 7. **summary** - one JSON line: partition, job, model, image, status, durations.
 
-Runs are keyed by partition (`CronPartitionTimetable`, daily at 02:00 UTC for the previous day).
+Runs are keyed by partition (`CronPartitionTimetable`: the run at 00:00 UTC trains the day that just
+ended; its key is that day, `2026-11-10T00:00:00`).
 Backfill historical partitions with
 `airflow backfill create --dag-id edge_training --from-date 2026-11-01 --to-date 2026-11-07`.
 Trigger one partition by hand with the `partition` param (`YYYY-MM-DD`).
@@ -53,6 +54,10 @@ SERVING_CONTEXT = str(PROJECT_ROOT / "include" / "serving")
 
 # The partition this run trains: the `partition` param when given (manual runs), else the run's key.
 PARTITION = "{{ edge_partition(params.partition or partition_key) }}"
+# What earlier tasks found, for the later ones (XCom, rendered at run time).
+FINGERPRINT = "{{ ti.xcom_pull(task_ids='validate_partition')['fingerprint'] }}"
+JOB_NAME = "{{ ti.xcom_pull(task_ids='submit_training')['job_name'] }}"
+MODEL_VERSION = "{{ ti.xcom_pull(task_ids='register_model')['version'] }}"
 MODEL_ASSET = Asset(name="edge_training_model", uri="azureml://models/equipment-failure")
 FEATURES = ["temperature_c", "vibration_mm_s", "pressure_kpa", "rpm", "runtime_hours"]
 EXPECTED_COLUMNS = ["device_id", "timestamp", *FEATURES, "failure"]
@@ -69,7 +74,8 @@ default_args = {
 with DAG(
     dag_id="edge_training",
     description="Train on the edge VM next to the Stack Hub data, register the model, push its image",
-    schedule=CronPartitionTimetable("0 2 * * *", timezone="UTC", run_offset=-1),
+    # Midnight ticks keep `backfill --from-date A --to-date B` inclusive of both days.
+    schedule=CronPartitionTimetable("0 0 * * *", timezone="UTC", run_offset=-1),
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,
     max_active_runs=4,
@@ -160,7 +166,7 @@ with DAG(
         compute="{{ params.compute }}",
         experiment_name="edge-training",
         partition=PARTITION,
-        data_fingerprint="{{ ti.xcom_pull(task_ids='validate_partition')['fingerprint'] }}",
+        data_fingerprint=FINGERPRINT,
         inputs={
             "data": {
                 "type": "uri_folder",
@@ -172,7 +178,7 @@ with DAG(
             "dag_id": "{{ dag.dag_id }}",
             "run_id": "{{ run_id }}",
             "partition": PARTITION,
-            "data_fingerprint": "{{ ti.xcom_pull(task_ids='validate_partition')['fingerprint'] }}",
+            "data_fingerprint": FINGERPRINT,
             "git_commit": "{{ git_commit() }}",
         },
         force_new_job="{{ params.force_retrain }}",
@@ -185,7 +191,7 @@ with DAG(
     evaluate_gate = EvaluateGateOperator(
         task_id="evaluate_gate",
         azureml_conn_id="azureml_default",
-        job_name="{{ ti.xcom_pull(task_ids='submit_training')['job_name'] }}",
+        job_name=JOB_NAME,
         model_name="{{ params.model_name }}",
         primary_metric="{{ params.primary_metric }}",
         tolerance="{{ params.gate_tolerance }}",
@@ -194,13 +200,16 @@ with DAG(
     register_model = AzureMLRegisterModelOperator(
         task_id="register_model",
         azureml_conn_id="azureml_default",
-        job_name="{{ ti.xcom_pull(task_ids='submit_training')['job_name'] }}",
+        job_name=JOB_NAME,
         model_name="{{ params.model_name }}",
         partition=PARTITION,
-        data_fingerprint="{{ ti.xcom_pull(task_ids='validate_partition')['fingerprint'] }}",
+        data_fingerprint=FINGERPRINT,
         git_commit="{{ git_commit() }}",
         training_environment="{{ params.environment }}",
         outlets=[MODEL_ASSET],
+        # Two runs of one partition (a manual run beside a backfill) must not both register: with one
+        # slot, the look-up by job tag and the registration happen as one step.
+        pool="edge_model_registry",
     )
 
     build_image = ModelImageBuildOperator(
@@ -210,10 +219,10 @@ with DAG(
         azureml_conn_id="azureml_default",
         serving_dir=SERVING_CONTEXT,
         model_name="{{ params.model_name }}",
-        model_version="{{ ti.xcom_pull(task_ids='register_model')['version'] }}",
-        job_name="{{ ti.xcom_pull(task_ids='submit_training')['job_name'] }}",
+        model_version=MODEL_VERSION,
+        job_name=JOB_NAME,
         partition=PARTITION,
-        data_fingerprint="{{ ti.xcom_pull(task_ids='validate_partition')['fingerprint'] }}",
+        data_fingerprint=FINGERPRINT,
         git_commit="{{ git_commit() }}",
         base_image="{{ params.environment_image }}",
         execution_timeout=timedelta(minutes=20),

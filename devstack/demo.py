@@ -36,9 +36,9 @@ def newest_seeded_partition() -> str:
 
 
 def partition_key(date: str) -> str:
-    """The CronPartitionTimetable key for a partition date (the DAG's cron fires at 02:00 UTC)."""
+    """The CronPartitionTimetable key for a partition date (the DAG's cron ticks at 00:00 UTC)."""
     time.strptime(date, "%Y-%m-%d")  # validates, raising ValueError with the bad value
-    return f"{date}T02:00:00"
+    return f"{date}T00:00:00"
 
 
 def run_partition(airflow: LocalAirflow, date: str, *, timeout: float = 1200) -> dict:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import shlex
 from pathlib import Path
 
 import pytest
+
+from devstack.util import parse_env_file
 
 REPO = Path(__file__).resolve().parent.parent
 STACK_ENV = REPO / ".devstack" / "stack.env"
@@ -18,16 +19,8 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 
 def read_stack_env(path: Path = STACK_ENV) -> dict[str, str]:
-    """Parse .devstack/stack.env (KEY=value lines, shell quoting)."""
-    values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, raw = line.partition("=")
-        parts = shlex.split(raw)
-        values[key.strip()] = parts[0] if parts else ""
-    return values
+    """Parse .devstack/stack.env with the same parser that wrote it."""
+    return parse_env_file(path.read_text())
 
 
 if STACK_ENV.exists():

@@ -18,5 +18,6 @@ def get_provider_info() -> dict:
         "extra-links": [
             "edge_training.links.azureml.AzureMLJobLink",
             "edge_training.links.azureml.AzureMLModelLink",
+            "edge_training.links.container_image.ContainerImageLink",
         ],
     }

@@ -21,6 +21,7 @@ MODEL_NAME = "equipment-failure"
 def airflow(stack_env) -> LocalAirflow:
     """LocalExecutor + SQLite, on its own home and port so a running `make demo` is left alone."""
     instance = LocalAirflow(name="airflow-e2e", port=47181)
+    instance.reset()  # runs from an earlier session would change what a backfill creates
     instance.start()
     try:
         instance.wait_dag_parsed(DAG_ID)
@@ -42,7 +43,7 @@ def ml_client(stack_env):
 
 
 def partition_key(date: str) -> str:
-    return f"{date}T02:00:00"
+    return f"{date}T00:00:00"
 
 
 def run_to_completion(airflow: LocalAirflow, date: str, *, conf: dict | None = None,

@@ -101,6 +101,12 @@ def make_context(dag: Any, *, partition: str, store: Any = None, ti: RecordingTI
     }
 
 
+def execute_task(task: Any, context: dict[str, Any]) -> Any:
+    """What the task runner does with an operator: render its templates, then execute it."""
+    task.render_template_fields(context)
+    return task.execute(context)
+
+
 def wait_for_status(hook: AzureMLHook, name: str, statuses: set[str], timeout: float = 120.0) -> JobState:
     deadline = time.time() + timeout
     job = hook.get_job(name)

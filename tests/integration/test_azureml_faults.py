@@ -7,7 +7,7 @@ import os
 import pytest
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import TaskDeferred
-from azureml_support import DoubleAdmin, job_command, make_context, run_trigger, unique_fingerprint, write_job_code
+from azureml_support import DoubleAdmin, execute_task, job_command, make_context, run_trigger, unique_fingerprint, write_job_code
 
 from edge_training.hooks.azureml import AzureMLHook, PollPolicy
 from edge_training.operators.azureml import AzureMLSubmitJobOperator
@@ -36,7 +36,7 @@ def test_429_and_503_storms_are_ridden_out_honouring_retry_after(stack_env, admi
         )
     context = make_context(dag, partition="2026-11-10")
     with pytest.raises(TaskDeferred) as deferred:
-        op.execute(context)
+        execute_task(op, context)
     name = deferred.value.trigger.job_name
     path = f"GET .*/jobs/{name}$"
     # Only this job's status route is hit, so other tests sharing the double are untouched.

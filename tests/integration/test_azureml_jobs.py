@@ -21,6 +21,7 @@ import pytest
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import TaskDeferred
 from azureml_support import (
+    execute_task,
     FileTaskStateStore,
     RecordingTI,
     jobs_named,
@@ -76,7 +77,7 @@ def make_operator(code_dir: str, fingerprint: str, *, command: str, dag_id: str 
 
 def defer(op: AzureMLSubmitJobOperator, context: dict) -> AzureMLJobTrigger:
     with pytest.raises(TaskDeferred) as deferred:
-        op.execute(context)
+        execute_task(op, context)
     assert deferred.value.method_name == "execute_complete"
     trigger = deferred.value.trigger
     assert isinstance(trigger, AzureMLJobTrigger)
@@ -111,7 +112,7 @@ def test_job_runs_to_completed_and_its_log_reaches_the_task_log(code_dir, hook, 
 
     # Running the task again (a re-run backfill) reuses the completed job instead of training again.
     again, dag2 = make_operator(code_dir, fingerprint, command=job_command(lines=6, pause=0.3))
-    assert again.execute(make_context(dag2, partition=PARTITION))["job_name"] == name
+    assert execute_task(again, make_context(dag2, partition=PARTITION))["job_name"] == name
     assert jobs_named(hook, name) == [name]
 
 
@@ -154,7 +155,7 @@ def test_second_execution_attaches_to_the_running_job(code_dir, hook):
 CHILD = """
 import json, sys
 from airflow.sdk import DAG
-from azureml_support import FileTaskStateStore, make_context
+from azureml_support import FileTaskStateStore, execute_task, make_context
 from edge_training.hooks.azureml import PollPolicy
 from edge_training.operators.azureml import AzureMLSubmitJobOperator
 p = json.loads(sys.argv[1])
@@ -163,7 +164,7 @@ with DAG(dag_id=p["dag_id"], schedule=None) as dag:
         task_id="submit_training", code=p["code"], command=p["command"], environment=p["environment"],
         compute=p["compute"], partition=p["partition"], data_fingerprint=p["fingerprint"],
         outputs={"model": None}, deferrable=False, poll_policy=PollPolicy(initial_s=0.5, max_s=2.0))
-op.execute(make_context(dag, partition=p["partition"], store=FileTaskStateStore(p["store"])))
+execute_task(op, make_context(dag, partition=p["partition"], store=FileTaskStateStore(p["store"])))
 """
 
 
@@ -250,7 +251,7 @@ def test_timeout_cancels_the_job_and_reports_it(code_dir, hook):
 def test_non_deferrable_mode_waits_in_the_worker(code_dir, hook, capfd):
     fingerprint = unique_fingerprint()
     op, dag = make_operator(code_dir, fingerprint, command=job_command(lines=3, pause=0.2), deferrable=False)
-    result = op.execute(make_context(dag, partition=PARTITION))
+    result = execute_task(op, make_context(dag, partition=PARTITION))
     assert result["status"] == "Completed"
     assert "edge-test line 2 of 3" in capfd.readouterr().out
 
@@ -263,12 +264,12 @@ def test_sensor_waits_on_an_existing_job(code_dir, hook):
         sensor = AzureMLJobSensor(task_id="wait", job_name=name, poll_policy=FAST, timeout=300)
     context = make_context(sdag, partition=PARTITION)
     with pytest.raises(TaskDeferred) as deferred:
-        sensor.execute(context)
+        execute_task(sensor, context)
     event = run_trigger(deferred.value.trigger)
     result = sensor.execute_complete(context, event)
     assert result["status"] == "Completed" and result["job_name"] == name
     # Once finished, the sensor answers without deferring.
-    assert sensor.execute(make_context(sdag, partition=PARTITION, ti=RecordingTI()))["job_name"] == name
+    assert execute_task(sensor, make_context(sdag, partition=PARTITION, ti=RecordingTI()))["job_name"] == name
 
 
 def test_sync_on_kill_cancels_the_job_the_worker_waits_for(code_dir, hook):
@@ -281,7 +282,7 @@ def test_sync_on_kill_cancels_the_job_the_worker_waits_for(code_dir, hook):
 
     def run() -> None:
         try:
-            outcome["result"] = op.execute(make_context(dag, partition=PARTITION))
+            outcome["result"] = execute_task(op, make_context(dag, partition=PARTITION))
         except Exception as err:  # the failure is the expected outcome, checked below
             outcome["error"] = err
 

@@ -12,7 +12,7 @@ import pytest
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import DownstreamTasksSkipped
 from airflow.sdk.execution_time.context import OutletEventAccessors
-from azureml_support import make_context, unique_fingerprint
+from azureml_support import execute_task, make_context, unique_fingerprint
 
 from edge_training.hooks.azureml import AzureMLHook, PollPolicy, build_job_name
 from edge_training.links.azureml import AzureMLModelLink
@@ -53,7 +53,7 @@ def train(tmp_path: Path, roc_auc: float) -> str:
             partition=PARTITION, data_fingerprint=fingerprint, outputs={"model": None}, deferrable=False,
             poll_policy=FAST,
         )
-    result = op.execute(make_context(dag, partition=PARTITION))
+    result = execute_task(op, make_context(dag, partition=PARTITION))
     assert result["job_name"] == build_job_name("aml_it_models", PARTITION, fingerprint)
     return result["job_name"]
 
@@ -88,9 +88,9 @@ def first_model(stack_env, tmp_path_factory):
     model_name = f"it-model-{uuid.uuid4().hex[:8]}"
     job = train(tmp_path_factory.mktemp("first"), 0.91)
     dag, gate, register = pipeline(model_name, job)
-    decision = gate.execute(make_context(dag, partition=PARTITION))
+    decision = execute_task(gate, make_context(dag, partition=PARTITION))
     context = register_context(dag, register)
-    result = register.execute(context)
+    result = execute_task(register, context)
     return {"model_name": model_name, "job": job, "decision": decision, "result": result, "context": context,
             "dag": dag, "register": register}
 
@@ -119,7 +119,7 @@ def test_first_model_passes_the_gate_and_registers_once_with_lineage_tags(hook, 
 
     # A retry or re-run returns the same version and registers nothing.
     register = first_model["register"]
-    again = register.execute(register_context(first_model["dag"], register))
+    again = execute_task(register, register_context(first_model["dag"], register))
     assert again["version"] == first["version"] and again["created"] is False
     assert [m.version for m in hook.list_model_versions(model_name)] == [first["version"]]
 
@@ -133,7 +133,7 @@ def test_gate_skips_registration_for_a_worse_model(tmp_path, hook, first_model):
     dag, gate, register = pipeline(model_name, worse, tolerance=0.02)
     context = make_context(dag, partition=PARTITION)
     with pytest.raises(DownstreamTasksSkipped) as skipped:
-        gate.execute(context)
+        execute_task(gate, context)
     assert skipped.value.tasks == ["register_model"]
     decision = context["ti"].xcom["return_value"]
     assert decision["passed"] is False and decision["baseline_version"] == production_version
@@ -142,7 +142,7 @@ def test_gate_skips_registration_for_a_worse_model(tmp_path, hook, first_model):
     # Within tolerance the same baseline lets a model through.
     close = train(tmp_path, 0.90)
     dag, gate, _ = pipeline(model_name, close, tolerance=0.02)
-    assert gate.execute(make_context(dag, partition=PARTITION))["passed"] is True
+    assert execute_task(gate, make_context(dag, partition=PARTITION))["passed"] is True
 
 
 def test_update_model_tags_merges(hook, first_model):

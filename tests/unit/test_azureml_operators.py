@@ -147,3 +147,26 @@ def test_register_operator_defaults_its_outlet_to_the_model_asset():
     )
     assert op.outlets == [model_asset("equipment-failure")]
     assert model_asset("equipment-failure").uri == "azureml://models/equipment-failure"
+
+
+def test_aml_bindings_survive_jinja_rendering():
+    from jinja2.sandbox import SandboxedEnvironment
+
+    from edge_training.operators.azureml import protect_aml_bindings
+
+    command = "python3 train.py --data ${{inputs.data}} --out ${{ outputs.model }} --day {{ ds }}"
+    rendered = SandboxedEnvironment().from_string(protect_aml_bindings(command)).render(ds="2026-11-10")
+    assert rendered == "python3 train.py --data ${{inputs.data}} --out ${{ outputs.model }} --day 2026-11-10"
+    # A command that already uses raw blocks is left as written.
+    raw = "{% raw %}python3 train.py --data ${{inputs.data}}{% endraw %}"
+    assert protect_aml_bindings(raw) == raw
+
+
+def test_submit_operator_command_renders_with_aml_bindings():
+    op = AzureMLSubmitJobOperator(
+        task_id="submit", command="python3 job.py ${{inputs.data}} {{ params.n }}", environment="env:1",
+        compute="edge-vm", partition="2026-11-10", data_fingerprint="f",
+    )
+    # Airflow's own template rendering, as the task runner does it before execute().
+    op.render_template_fields({"params": {"n": 3}})
+    assert op.command == "python3 job.py ${{inputs.data}} 3"

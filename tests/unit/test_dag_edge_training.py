@@ -47,6 +47,7 @@ def test_training_is_bounded_by_the_edge_vm_pool_and_deferrable(dag):
     assert submit.pool == "edge_vm"
     assert submit.deferrable is True
     assert dag.get_task("register_model").outlets, "register_model must emit the model asset"
+    assert dag.get_task("register_model").pool == "edge_model_registry"
 
 
 def test_every_task_has_retries_and_a_timeout(dag):

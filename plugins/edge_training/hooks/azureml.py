@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 # job's own log lines under one block per poll. Warnings and errors still come through.
 for _noisy in ("azure.core.pipeline.policies.http_logging_policy", "azure.identity", "azure.ai.ml"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
+# "Class X: This is an experimental class" is printed for SDK-internal schema classes on every import,
+# and lands in the task log as six error lines that mean nothing to an operator.
+logging.getLogger("azure.ai.ml._utils._experimental").setLevel(logging.ERROR)
 
 CONN_TYPE = "azureml"
 _CLOUD_ENV = "AZUREML_CURRENT_CLOUD"

@@ -2,44 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
-
-from airflow.sdk import BaseOperatorLink
-
-if TYPE_CHECKING:
-    from airflow.sdk import BaseOperator
-    from airflow.sdk.types import TaskInstanceKey
+from edge_training.links import XComUrlLink
 
 
-class _XComUrlLink(BaseOperatorLink):
-    """A link whose URL the operator pushes to XCom as soon as it knows it.
-
-    Airflow 3 shows a link from the XCom under ``xcom_key``; pushing it early (before a deferral)
-    makes the link work while the job still runs.
-    """
-
-    key: ClassVar[str]
-
-    @property
-    def xcom_key(self) -> str:
-        return self.key
-
-    @classmethod
-    def persist(cls, context: Any, url: str | None) -> None:
-        if url:
-            context["ti"].xcom_push(key=cls.key, value=url)
-
-    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        from airflow.sdk.execution_time.xcom import XCom
-
-        return XCom.get_value(key=self.key, ti_key=ti_key) or ""
-
-
-class AzureMLJobLink(_XComUrlLink):
+class AzureMLJobLink(XComUrlLink):
     name = "Azure ML job"
     key = "azureml_job_url"
 
 
-class AzureMLModelLink(_XComUrlLink):
+class AzureMLModelLink(XComUrlLink):
     name = "Azure ML model"
     key = "azureml_model_url"

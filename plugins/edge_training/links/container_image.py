@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import ClassVar
 
-from airflow.sdk import BaseOperatorLink
-
-if TYPE_CHECKING:
-    from airflow.sdk import BaseOperator
-    from airflow.sdk.types import TaskInstanceKey
+from edge_training.links import XComUrlLink
 
 
 def image_url(registry: str, repository: str, digest: str, *, template: str | None = None) -> str:
@@ -23,22 +19,8 @@ def image_url(registry: str, repository: str, digest: str, *, template: str | No
     return f"https://{registry}/v2/{repository}/manifests/{digest}"
 
 
-class ContainerImageLink(BaseOperatorLink):
+class ContainerImageLink(XComUrlLink):
     """The image the task pushed (or found already pushed), by digest."""
 
     name = "Container image"
     key: ClassVar[str] = "container_image_url"
-
-    @property
-    def xcom_key(self) -> str:
-        return self.key
-
-    @classmethod
-    def persist(cls, context: Any, url: str | None) -> None:
-        if url:
-            context["ti"].xcom_push(key=cls.key, value=url)
-
-    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        from airflow.sdk.execution_time.xcom import XCom
-
-        return XCom.get_value(key=self.key, ti_key=ti_key) or ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -62,6 +63,21 @@ def as_seconds(value: Any) -> float | None:
     if seconds <= 0:
         raise ValueError(f"expected a positive duration in seconds, found {value!r}")
     return seconds
+
+
+_AML_BINDING = re.compile(r"\$\{\{\s*(?:inputs|outputs|search_space|parent)\.[^{}]*\}\}")
+
+
+def protect_aml_bindings(text: str) -> str:
+    """Keep AML's ``${{inputs.x}}`` / ``${{outputs.y}}`` placeholders away from Jinja.
+
+    ``command`` is a template field, and Jinja would read ``{{inputs.data}}`` as its own variable
+    and fail with "'inputs' is undefined". Each binding is wrapped in a raw block; a command that
+    already manages its own ``{% raw %}`` blocks is left alone (raw blocks do not nest).
+    """
+    if not isinstance(text, str) or "{% raw %}" in text or "{%raw%}" in text:
+        return text
+    return _AML_BINDING.sub(lambda m: "{% raw %}" + m.group(0) + "{% endraw %}", text)
 
 
 def _partition_of(context: Context) -> str | None:
@@ -140,7 +156,7 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.command = command
+        self.command = protect_aml_bindings(command)
         self.environment = environment
         self.compute = compute
         self.partition = partition
@@ -221,6 +237,18 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
             stream_logs=self.stream_logs,
         )
 
+    def _log_finished_job(self, name: str) -> None:
+        """Show a reused job's own log in this task's log, so a re-run is as readable as the first."""
+        if not self.stream_logs:
+            return
+        try:
+            chunk = self.hook.read_log(name, 0, final=True)
+        except AzureMLError as exc:
+            self.log.warning("Could not read the log of reused AML job %s: %s", name, exc)
+            return
+        for line in chunk.lines:
+            self.log.info("[%s] %s", name, line)
+
     # -- ResumableJobMixin ------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any] | None:
         try:
@@ -264,6 +292,7 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
                 return name
             if job.status == STATUS_COMPLETED and not force:
                 self.log.info("AML job %s already Completed for this partition and data: reusing it", name)
+                self._log_finished_job(name)
                 return name
             self.log.info(
                 "AML job %s ended %s; %s", name, job.status,
@@ -292,7 +321,7 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
         job = self.hook.get_job(name)
         AzureMLJobLink.persist(context, job.studio_url)
         if job.is_terminal:
-            return self._finish(job.status, name, job.studio_url, message=None)
+            return self._finish(job.status, name, job.studio_url)
         trigger = self._trigger(job)
         self._live_job = name
         if self.deferrable:
@@ -309,7 +338,7 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
             return self._results[name]
         job = self.hook.get_job(name)
         AzureMLJobLink.persist(context, job.studio_url)
-        return self._finish(job.status, name, job.studio_url, message=None)
+        return self._finish(job.status, name, job.studio_url)
 
     # -- completion -------------------------------------------------------------------------------
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
@@ -326,9 +355,9 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
             raise AzureMLJobTimeoutError(f"{event.get('message')} (job timeout {as_seconds(self.job_timeout)} s)")
         if status == EVENT_ERROR:
             raise AzureMLError(str(event.get("message")))
-        return self._finish(status, name, event.get("studio_url"), message=event.get("message"))
+        return self._finish(status, name, event.get("studio_url"))
 
-    def _finish(self, status: str, name: str, studio_url: str | None, *, message: str | None) -> dict[str, Any]:
+    def _finish(self, status: str, name: str, studio_url: str | None) -> dict[str, Any]:
         """Raise with the job's own error on a bad end; otherwise the small result dict."""
         self._live_job = None
         info = self.hook.get_run_info(name)
