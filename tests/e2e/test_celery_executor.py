@@ -22,7 +22,7 @@ def celery_airflow(stack_env):
         workers=2,
         extra_env={
             "AIRFLOW__CELERY__BROKER_URL": scale.broker_url(),
-            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + scale.sql_alchemy_conn().replace("+psycopg2", ""),
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + scale.sql_alchemy_conn(),
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
         },
     )
