@@ -30,9 +30,13 @@ def airflow(stack_env) -> LocalAirflow:
         instance.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def ml_client(stack_env):
-    """The real azure-ai-ml client on the stack's AML double (through the project's hook)."""
+    """The real azure-ai-ml client on the stack's AML double (through the project's hook).
+
+    Per test: an open hook holds the SDK's process-wide cloud setting, which later tests expect
+    to find restored once every hook is closed.
+    """
     from edge_training.hooks.azureml import AzureMLHook
 
     hook = AzureMLHook(azureml_conn_id="azureml_default")

@@ -51,7 +51,9 @@ def test_trained_registered_built_pushed_and_written_back(stack_env, tmp_path, m
             task_id="register_model", job_name="{{ job }}", model_name=model_name, partition=PARTITION,
             data_fingerprint=fingerprint, git_commit="0123abc", training_environment=stack_env["EDGE_AML_ENVIRONMENT"],
         )
-    job_name = submit.execute(make_context(dag, partition=PARTITION))["job_name"]
+    submit_context = make_context(dag, partition=PARTITION)
+    submit.render_template_fields(submit_context)  # as the task runner does: AML's ${{...}} survive Jinja
+    job_name = submit.execute(submit_context)["job_name"]
     register.job_name = job_name
     context = make_context(dag, partition=PARTITION)
     context["outlet_events"] = OutletEventAccessors()

@@ -127,6 +127,9 @@ def test_registry_ca_comes_from_the_connection_extra_and_its_absence_is_named(st
     conn = json.loads(stack_env["AIRFLOW_CONN_ACR_DEFAULT"])
     monkeypatch.setenv("AIRFLOW_CONN_ACR_WITHCA", json.dumps({**conn, "extra": {"ca_bundle": stack_env["EDGE_REGISTRY_CA_FILE"]}}))
     monkeypatch.setenv("AIRFLOW_CONN_ACR_NOCA", json.dumps({**conn, "extra": {}}))
+    # Only the machine's own trust store: other code in this process may have pointed requests at a
+    # bundle that includes the stack CA (azure-ai-ml's storage clients need that).
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
     with ContainerImageHook(registry_conn_id="acr_withca") as hook:
         hook.registry.check_auth()
         assert hook.registry.get_manifest("it-does-not-exist", "1") is None

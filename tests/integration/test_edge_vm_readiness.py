@@ -200,7 +200,8 @@ def password_sshd(stack_env):
     base = Path(stack_env["EDGE_VM_KEY_FILE"]).parent
     workdir = Path(tempfile.mkdtemp(prefix="edge-vm-pwauth-"))
     workdir.chmod(0o755)  # the login user must read the config, as on a real VM
-    stack_cfg = (base / "sshd_config").read_text().splitlines()
+    # The stack keeps sshd_config readable by the VM user, beside (not inside) the 0700 key folder.
+    stack_cfg = (base.parent / "sshd" / "sshd_config").read_text().splitlines()
     keep = [
         line for line in stack_cfg
         if line.split(" ")[0] not in ("ListenAddress", "PidFile", "PasswordAuthentication", "PermitRootLogin")
