@@ -76,7 +76,7 @@ class LocalAirflow:
         stack_env = read_env_file(STATE / "stack.env")
         if not stack_env:
             raise StackError("airflow: .devstack/stack.env not found; run `make stack-up` first")
-        password = self.admin_password  # creates the passwords file
+        self.admin_password  # noqa: B018 - creates the passwords file the API server reads
         env = {
             **os.environ,
             **stack_env,
@@ -111,7 +111,6 @@ class LocalAirflow:
         else:
             env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{self.home / 'airflow.db'}"
         env.update(self.extra_env)
-        assert password
         return env
 
     def airflow(self, *args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess:

@@ -22,17 +22,12 @@ DAG_ID = "edge_training"
 
 def newest_seeded_partition() -> str:
     """The newest `date=YYYY-MM-DD` folder that has its _SUCCESS marker in the Stack Hub account."""
-    from devstack.seed import CONTAINER, PREFIX, _container_client
+    from devstack.seed import list_partitions
 
-    container = _container_client(None, None, CONTAINER)
-    dates = [
-        blob.name.split("date=", 1)[1].split("/", 1)[0]
-        for blob in container.list_blobs(name_starts_with=f"{PREFIX}/date=")
-        if blob.name.endswith("/_SUCCESS")
-    ]
+    dates = list_partitions()
     if not dates:
         raise StackError("no seeded partitions found in the Stack Hub account; run `make seed`")
-    return max(dates)
+    return dates[-1].isoformat()
 
 
 def partition_key(date: str) -> str:

@@ -141,6 +141,17 @@ def delete_partition(date: dt.date | str, *, connection_string: str | None = Non
     return names
 
 
+def list_partitions(*, connection_string: str | None = None, ca_file: str | None = None,
+                    container: str = CONTAINER, prefix: str = PREFIX) -> list[dt.date]:
+    """The days whose partition carries its ``_SUCCESS`` marker, oldest first."""
+    client = _container_client(connection_string, ca_file, container)
+    return sorted(
+        dt.date.fromisoformat(blob.name[len(prefix) + len("/date="):].split("/", 1)[0])
+        for blob in client.list_blobs(name_starts_with=f"{prefix}/date=")
+        if blob.name.endswith("/_SUCCESS")
+    )
+
+
 def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
     if end < start:
         raise ValueError(f"--to {end} is before --from {start}")

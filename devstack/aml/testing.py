@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -83,6 +85,18 @@ class PrivateDouble:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
+
+
+@contextmanager
+def running_private_double(stack_env: Mapping[str, str], root: Path) -> Iterator[PrivateDouble]:
+    """A private double on a free port with its state under ``root``, stopped on exit."""
+    double = PrivateDouble(port=free_port(), state_dir=root / "state", log_file=root / "double.log",
+                           stack_env=stack_env)
+    double.start()
+    try:
+        yield double
+    finally:
+        double.stop()
 
 
 def connection_json(endpoint: str, ca_file: str, cloud_name: str) -> str:

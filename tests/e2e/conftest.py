@@ -12,6 +12,7 @@ import urllib.request
 import pytest
 
 from devstack.airflow_local import LocalAirflow
+from devstack.demo import partition_key
 
 DAG_ID = "edge_training"
 MODEL_NAME = "equipment-failure"
@@ -44,10 +45,6 @@ def ml_client(stack_env):
         yield hook.get_conn()
     finally:
         hook.close()
-
-
-def partition_key(date: str) -> str:
-    return f"{date}T00:00:00"
 
 
 def run_to_completion(airflow: LocalAirflow, date: str, *, conf: dict | None = None,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from devstack.aml import bootstrap, config
-from devstack.aml.testing import PrivateDouble, free_port, ml_client
+from devstack.aml.testing import PrivateDouble, free_port, ml_client, running_private_double
 
 PARTITION = "azureml://datastores/stackhub_data/paths/telemetry/date=2026-11-10/"
 TRAIN = '''\
@@ -42,12 +42,8 @@ print("trained on", len(frame), "rows from", len(files), "files; accuracy", roun
 
 @pytest.fixture(scope="module")
 def double(stack_env, tmp_path_factory):
-    state = tmp_path_factory.mktemp("aml-double-jobs")
-    d = PrivateDouble(port=free_port(), state_dir=state / "state", log_file=state / "double.log",
-                      stack_env=stack_env)
-    d.start()
-    yield d
-    d.stop()
+    with running_private_double(stack_env, tmp_path_factory.mktemp("aml-double-jobs")) as d:
+        yield d
 
 
 @pytest.fixture(scope="module")

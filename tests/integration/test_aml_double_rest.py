@@ -15,17 +15,13 @@ import uuid
 import pytest
 
 from devstack.aml import config
-from devstack.aml.testing import PrivateDouble, free_port, ml_client
+from devstack.aml.testing import ml_client, running_private_double
 
 
 @pytest.fixture(scope="module")
 def double(stack_env, tmp_path_factory):
-    state = tmp_path_factory.mktemp("aml-double-rest")
-    d = PrivateDouble(port=free_port(), state_dir=state / "state", log_file=state / "double.log",
-                      stack_env=stack_env)
-    d.start()
-    yield d
-    d.stop()
+    with running_private_double(stack_env, tmp_path_factory.mktemp("aml-double-rest")) as d:
+        yield d
 
 
 @pytest.fixture(scope="module")

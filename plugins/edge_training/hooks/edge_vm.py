@@ -208,6 +208,8 @@ done
 [ -n "$keydir" ] && rm -rf -- "$keydir"
 # Fallback when the config cannot be read: ask the serving daemon itself which methods it offers this
 # user, with an unauthenticated "none" request from the VM to its own listening address.
+# It offers no credential and records nothing: the host key is neither trusted nor stored
+# (UserKnownHostsFile=/dev/null), only the daemon's list of offered methods is read.
 if [ "${login_failed:-0}" = 1 ] && command -v ssh >/dev/null 2>&1; then
   out=$(timeout 15 ssh -F /dev/null -o BatchMode=yes -o PreferredAuthentications=none -o PubkeyAuthentication=no \
         -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 -o LogLevel=ERROR \
