@@ -8,6 +8,7 @@ and its pid recorded, so `down` (and `make stack-down`) stops exactly what `up` 
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import socket
 import subprocess
@@ -22,6 +23,7 @@ PG_PORT = 47132
 REDIS_PORT = 47179
 PG_USER = "airflow"
 PG_DB = "airflow"
+PG_DATA_ROOT = Path("/var/lib/edge-training/postgres")
 
 
 def _pg_bin(name: str) -> str:
@@ -62,19 +64,21 @@ def broker_url() -> str:
 def up(ctx: StackContext | None = None) -> None:
     ctx = ctx or StackContext()
     apt_install(["postgresql", "redis-server"], what="scale path")
-    # Postgres refuses to run as root: its data directory belongs to the postgres user.
-    data = ctx.state / "postgres"
+    # Postgres refuses to run as root: its data directory belongs to the postgres user, outside the
+    # checkout (a clone may sit in a 0700 folder the postgres user cannot enter), one per checkout.
+    data = PG_DATA_ROOT / hashlib.sha256(str(ctx.state).encode()).hexdigest()[:12]
     if not ctx.running_pid("postgres"):
         if _listening(PG_PORT):
             raise StackError(f"postgres: port {PG_PORT} is taken by a process this stack did not start")
         if not (data / "PG_VERSION").exists():
+            PG_DATA_ROOT.mkdir(parents=True, exist_ok=True)
+            PG_DATA_ROOT.chmod(0o755)
             data.mkdir(parents=True, exist_ok=True)
             shutil.chown(data, "postgres", "postgres")
             run(["runuser", "-u", "postgres", "--", _pg_bin("initdb"), "-D", str(data), "-U", PG_USER,
-                 "--auth=trust", "-E", "UTF8"], what="postgres initdb")
-        (ctx.state).chmod(0o755)
+                 "--auth=trust", "-E", "UTF8"], what="postgres initdb", cwd=Path("/"))
         ctx.spawn("postgres", ["runuser", "-u", "postgres", "--", _pg_bin("postgres"), "-D", str(data),
-                               "-h", "127.0.0.1", "-p", str(PG_PORT), "-k", "/tmp"])
+                               "-h", "127.0.0.1", "-p", str(PG_PORT), "-k", "/tmp"], cwd=Path("/"))
         _wait_port("postgres", PG_PORT, ctx)
         deadline = time.monotonic() + 30
         while True:
