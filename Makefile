@@ -14,7 +14,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 
-.PHONY: install lock stack-up stack-status stack-down seed test test-unit demo demo-down clean
+.PHONY: install lock stack-up stack-status stack-down seed test test-unit faults demo demo-down clean
 
 install: $(STAMP)
 
@@ -49,6 +49,11 @@ test-unit: install
 # Brings the stack up, runs the whole suite, and always stops what it started.
 test: install
 	bash devstack/run-tests.sh
+
+# The reliability and security battery alone: faults injected through the real scheduler, triggerer and
+# executor, bad inputs through the DAG, security scans. Writes tests/faults/results.json (make test runs it too).
+faults: install
+	bash devstack/run-tests.sh tests/faults
 
 demo: install
 	$(PY) -m devstack.demo up $(PARTITION)

@@ -49,7 +49,7 @@ def main() -> int:
     try:
         from azure.ai.ml import command
 
-        ml = ml_client(double.endpoint, double.ca_file, f"AmlBench{double.port}")
+        ml = ml_client(double, f"AmlBench{double.port}")
         bootstrap.register(ml, env)
         rows = []
         for i in range(args.runs + 1):  # the first run warms up SSH, docker and the SDK

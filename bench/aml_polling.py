@@ -33,7 +33,9 @@ from conftest import read_stack_env  # noqa: E402  (tests/conftest.py: the stack
 for _key, _value in read_stack_env().items():
     os.environ.setdefault(_key, _value)
 
-from azureml_support import DoubleAdmin, write_job_code  # noqa: E402
+from azureml_support import write_job_code  # noqa: E402
+
+from devstack.aml.admin import AmlDoubleAdmin  # noqa: E402
 
 from edge_training.hooks.azureml import AzureMLHook, PollPolicy  # noqa: E402
 from edge_training.triggers.azureml import TRANSIENT_ERRORS, AzureMLJobTrigger  # noqa: E402
@@ -66,7 +68,7 @@ async def follow(trigger: AzureMLJobTrigger) -> tuple[dict, float]:
 class RequestLog:
     """Collects the double's request log while the bench runs (its in-memory log is a bounded deque)."""
 
-    def __init__(self, admin: DoubleAdmin) -> None:
+    def __init__(self, admin: AmlDoubleAdmin) -> None:
         self.admin = admin
         self.seen: dict[tuple, dict] = {}
 
@@ -112,7 +114,7 @@ async def main() -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "aml_polling.md"))
     args = parser.parse_args()
 
-    admin = DoubleAdmin()
+    admin = AmlDoubleAdmin.from_env()
     policy = PollPolicy()
     lengths = [args.long_minutes * 60] + [float(s) for s in args.short.split(",") if s]
     run = uuid.uuid4().hex[:8]

@@ -59,6 +59,8 @@ FINGERPRINT = "{{ ti.xcom_pull(task_ids='validate_partition')['fingerprint'] }}"
 JOB_NAME = "{{ ti.xcom_pull(task_ids='submit_training')['job_name'] }}"
 MODEL_VERSION = "{{ ti.xcom_pull(task_ids='register_model')['version'] }}"
 MODEL_ASSET = Asset(name="edge_training_model", uri="azureml://models/equipment-failure")
+# How long submit_training may take, waiting included (a deployment setting, read when the DAG is parsed).
+TRAINING_TASK_TIMEOUT = timedelta(minutes=float(os.environ.get("EDGE_TRAINING_TASK_TIMEOUT_MINUTES", "180")))
 FEATURES = ["temperature_c", "vibration_mm_s", "pressure_kpa", "rpm", "runtime_hours"]
 EXPECTED_COLUMNS = ["device_id", "timestamp", *FEATURES, "failure"]
 
@@ -185,7 +187,8 @@ with DAG(
         job_timeout="{{ params.job_timeout_minutes * 60 }}",
         pool="edge_vm",
         deferrable=True,
-        execution_timeout=timedelta(hours=3),
+        # Also bounds the time spent deferred: the operator hands it to the trigger, which cancels the job.
+        execution_timeout=TRAINING_TASK_TIMEOUT,
     )
 
     evaluate_gate = EvaluateGateOperator(

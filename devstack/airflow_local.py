@@ -43,6 +43,10 @@ class LocalAirflow:
     sql_alchemy_conn: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     workers: int = 0
+    #: "env": connections come from stack.env's AIRFLOW_CONN_* variables; "db": they are imported into
+    #: the metadata database at start, so they can be edited through the REST API (as in the UI).
+    connections: str = "env"
+    edge_vm_slots: int = EDGE_VM_POOL_SLOTS
     ctx: StackContext = field(default_factory=StackContext)
 
     @property
@@ -77,9 +81,14 @@ class LocalAirflow:
         if not stack_env:
             raise StackError("airflow: .devstack/stack.env not found; run `make stack-up` first")
         self.admin_password  # noqa: B018 - creates the passwords file the API server reads
+        from_env = self.connections == "env"
+        inherited = {k: v for k, v in {**os.environ, **stack_env}.items()
+                     if from_env or not k.startswith("AIRFLOW_CONN_")}
+        # azure-ai-ml records the cloud it registered in its own process here; a child that inherits the
+        # name without having registered the cloud fails every MLClient call (see devstack/STACK.md).
+        inherited.pop("AZUREML_CURRENT_CLOUD", None)
         env = {
-            **os.environ,
-            **stack_env,
+            **inherited,
             "AIRFLOW_HOME": str(self.home),
             "PYTHONPATH": f"{REPO}:{REPO / 'plugins'}",
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
@@ -102,6 +111,8 @@ class LocalAirflow:
             # does not add the timetable's "latest partition" run beside them.
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+            # A task whose process died (a worker or scheduler crash) is retried after this, not 5 min.
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "AIRFLOW__CORE__PARALLELISM": "8",
             "NO_PROXY": "*",
@@ -145,10 +156,13 @@ class LocalAirflow:
             print(f"{self.name}: already running at {self.base_url}")
             return
         self.airflow("db", "migrate")
-        self.airflow("pools", "set", EDGE_VM_POOL, str(EDGE_VM_POOL_SLOTS),
-                     "Trainings the edge VM runs at once")
+        # --include-deferred: a deferred training still runs on the VM, so it must keep its slot.
+        self.airflow("pools", "set", EDGE_VM_POOL, str(self.edge_vm_slots),
+                     "Trainings the edge VM runs at once", "--include-deferred")
         self.airflow("pools", "set", MODEL_REGISTRY_POOL, "1",
                      "One model registration at a time: find-by-job-tag then register stays atomic")
+        if self.connections == "db":
+            self.import_connections()
         env = self.env()
         airflow_bin = str(REPO / ".venv" / "bin" / "airflow")
         commands = {
@@ -165,7 +179,7 @@ class LocalAirflow:
         for component, argv in commands.items():
             if self.ctx.running_pid(self._pid_name(component)):
                 continue
-            self.ctx.spawn(self._pid_name(component), argv, env=env)
+            self.ctx.spawn(self._pid_name(component), argv, env=env, inherit_env=False)
         self.wait_healthy()
 
     def reset(self) -> None:
@@ -177,6 +191,25 @@ class LocalAirflow:
             raise StackError(f"{self.name}: reset only handles the SQLite database")
         (self.home / "airflow.db").unlink(missing_ok=True)
         shutil.rmtree(self.home / "logs", ignore_errors=True)
+
+    def kill(self, component: str) -> int:
+        """SIGKILL one component and everything it started (a crash, not a shutdown). Returns its pid."""
+        import signal
+
+        pid = self.ctx.running_pid(self._pid_name(component))
+        if pid is None:
+            raise StackError(f"{self.name}: {component} is not running")
+        os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:  # our child: reap it, or it lingers as a zombie
+                    break
+            except ChildProcessError:  # another process's child: gone once its pid is
+                if not self.ctx.running_pid(self._pid_name(component)):
+                    break
+            time.sleep(0.1)
+        return pid
 
     def stop(self) -> list[str]:
         stopped = []
@@ -208,6 +241,46 @@ class LocalAirflow:
             time.sleep(1)
         raise StackError(f"{self.name}: API at {self.base_url} not healthy after {timeout:.0f}s")
 
+    # -- connections ---------------------------------------------------------------------------
+
+    @staticmethod
+    def stack_connections() -> dict[str, dict]:
+        """The stack's connections (conn id -> JSON form), as stack.env defines them."""
+        stack_env = read_env_file(STATE / "stack.env")
+        return {k[len("AIRFLOW_CONN_"):].lower(): json.loads(v) for k, v in stack_env.items()
+                if k.startswith("AIRFLOW_CONN_")}
+
+    def import_connections(self) -> None:
+        """Write the stack's connections into the metadata DB (``airflow connections import``)."""
+        path = self.home / "connections.import.json"
+        path.write_text(json.dumps(self.stack_connections()))
+        path.chmod(0o600)
+        try:
+            self.airflow("connections", "import", "--overwrite", str(path))
+        finally:
+            path.unlink(missing_ok=True)
+
+    def put_connection(self, conn_id: str, conn: dict | None) -> None:
+        """Replace a connection through the REST API, as a person editing it in the UI; None deletes it."""
+        try:
+            self.api("DELETE", f"/connections/{conn_id}")
+        except StackError as exc:
+            if "404" not in str(exc):
+                raise
+        if conn is None:
+            return
+        body = {"connection_id": conn_id, "conn_type": conn["conn_type"]}
+        for key in ("host", "login", "password", "port", "schema", "description"):
+            if conn.get(key) is not None:
+                body[key] = conn[key]
+        if conn.get("extra") is not None:
+            extra = conn["extra"]
+            body["extra"] = extra if isinstance(extra, str) else json.dumps(extra)
+        self.api("POST", "/connections", body)
+
+    def restore_connection(self, conn_id: str) -> None:
+        self.put_connection(conn_id, self.stack_connections()[conn_id])
+
     # -- REST API ------------------------------------------------------------------------------
 
     def token(self) -> str:
@@ -236,7 +309,8 @@ class LocalAirflow:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 payload = resp.read()
         except urllib.error.HTTPError as exc:
-            raise StackError(f"Airflow API {method} {path} -> {exc.code}: {exc.read()[:1000]!r}") from exc
+            detail = exc.read()[:1000].decode("utf-8", errors="replace")
+            raise StackError(f"Airflow API {method} {path} -> {exc.code}: {detail}") from exc
         if raw:
             return payload.decode()
         return json.loads(payload) if payload else None

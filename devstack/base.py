@@ -80,8 +80,11 @@ class StackContext:
         return pid
 
     def spawn(self, name: str, argv: list[str], *, env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> int:
-        """Start a long-running process detached from the caller, recording its pid and log."""
+              cwd: Path | None = None, inherit_env: bool = True) -> int:
+        """Start a long-running process detached from the caller, recording its pid and log.
+
+        ``env`` is added to this process's environment, or with ``inherit_env=False`` is the whole of it.
+        """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_file(name), "ab")
@@ -91,7 +94,7 @@ class StackContext:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=str(cwd or self.repo),
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **(env or {})} if inherit_env else dict(env or {}),
             start_new_session=True,
         )
         self.pid_file(name).write_text(f"{proc.pid}\n")

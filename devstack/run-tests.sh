@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make test`: bring the stack up, run every test, and stop what was started whatever happens.
+# `make test` / `make faults`: bring the stack up, run the tests, and stop what was started whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -8,7 +8,9 @@ trap cleanup EXIT
 "$PY" -m devstack up
 "$PY" -m devstack.seed
 set +e
-"$PY" -m pytest tests -ra -p no:cacheprovider "$@"
+# Arguments name what to run (`make faults` passes tests/faults); none means the whole suite.
+[ "$#" -gt 0 ] || set -- tests
+"$PY" -m pytest -ra -p no:cacheprovider "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

@@ -11,6 +11,8 @@ from devstack.util import parse_env_file
 
 REPO = Path(__file__).resolve().parent.parent
 STACK_ENV = REPO / ".devstack" / "stack.env"
+#: submit_training's execution_timeout in the tests' Airflow (see the fault battery's timeout case).
+TRAINING_TASK_TIMEOUT_MINUTES = 2
 
 os.environ.setdefault("AIRFLOW_HOME", str(REPO / ".devstack" / "airflow"))
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
@@ -43,3 +45,47 @@ def stack_env() -> dict[str, str]:
     if not STACK_ENV.exists():
         pytest.fail(f"{STACK_ENV} not found: run `make stack-up` first (make test does it for you)")
     return read_stack_env()
+
+
+@pytest.fixture(scope="session")
+def airflow(stack_env):
+    """LocalExecutor + SQLite, on its own home and port so a running `make demo` is left alone.
+
+    One start-up serves the e2e tests and the fault battery (tests/faults), which runs after them.
+    """
+    from devstack.airflow_local import LocalAirflow
+
+    # Connections live in the metadata DB so the fault battery can break and restore them through the
+    # REST API; the training task's time limit is short enough for the battery to see it pass.
+    instance = LocalAirflow(name="airflow-e2e", port=47181, connections="db",
+                            extra_env={"EDGE_TRAINING_TASK_TIMEOUT_MINUTES": str(TRAINING_TASK_TIMEOUT_MINUTES)})
+    instance.reset()  # runs from an earlier session would change what a backfill creates
+    instance.start()
+    try:
+        instance.wait_dag_parsed("edge_training")
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture
+def ml_client(stack_env):
+    """The real azure-ai-ml client on the stack's AML double (through the project's hook).
+
+    Per test: an open hook holds the SDK's process-wide cloud setting, which later tests expect
+    to find restored once every hook is closed.
+    """
+    from edge_training.hooks.azureml import AzureMLHook
+
+    hook = AzureMLHook(azureml_conn_id="azureml_default")
+    try:
+        yield hook.get_conn()
+    finally:
+        hook.close()
+
+
+@pytest.fixture(scope="session")
+def registry(stack_env):
+    from tests.e2e.support import Registry
+
+    return Registry(stack_env)

@@ -66,17 +66,24 @@ class Req:
     body: Any
     raw: bytes
     params: dict[str, str] = field(default_factory=dict)
+    #: A "slow_job" fault picked for this request (only PUT job acts on it).
+    hold_s: float | None = None
 
 
 @dataclass
 class Fault:
     route: str
-    kind: str  # "429" | "500" | "503" | "delay"
+    # "429" | "500" | "503" | "delay"; "slow_job": a job created by this request runs ``delay`` seconds
+    # longer on the VM (its container prints a line a second first), like a long training would.
+    kind: str
     share: float = 1.0
     count: int | None = None
     retry_after: float = 1.0
     delay: float = 1.0
     hits: int = 0
+
+
+FAULT_KINDS = ("429", "500", "503", "delay", "slow_job")
 
 
 class Faults:
@@ -90,8 +97,8 @@ class Faults:
 
     def add(self, spec: dict) -> Fault:
         kind = str(spec.get("kind", ""))
-        if kind not in {"429", "500", "503", "delay"}:
-            raise HttpError(400, "BadFault", f"fault kind must be one of 429, 500, 503, delay; got {kind!r}")
+        if kind not in FAULT_KINDS:
+            raise HttpError(400, "BadFault", f"fault kind must be one of {', '.join(FAULT_KINDS)}; got {kind!r}")
         if not spec.get("route"):
             raise HttpError(400, "BadFault", "fault needs a 'route' (a route key like 'GET job' or a regex on "
                                              "'METHOD /path')")
@@ -130,13 +137,14 @@ class AmlDouble:
     """Routes and resource shapes. ``runner`` executes jobs (devstack.aml.runner.JobRunner)."""
 
     def __init__(self, *, store: Store, endpoint: str, state_dir: Path, storage: Any, runner: Any,
-                 files_secret: bytes) -> None:
+                 files_secret: bytes, client_secret: str) -> None:
         self.store = store
         self.endpoint = endpoint.rstrip("/")
         self.state_dir = state_dir
         self.storage = storage
         self.runner = runner
         self.files_secret = files_secret
+        self.client_secret = client_secret
         self.faults = Faults()
         # Development aid: AML_DOUBLE_CAPTURE=<file> appends every SDK request (method, path, query, body).
         self.capture_file = os.environ.get("AML_DOUBLE_CAPTURE")
@@ -259,7 +267,7 @@ class AmlDouble:
                                  "error_description": "the AML double issues tokens for client_credentials "
                                                       f"only; got grant_type={form.get('grant_type')!r}"},
                                 status_code=400)
-        if client_id != config.CLIENT_ID or form.get("client_secret") != config.CLIENT_SECRET:
+        if client_id != config.CLIENT_ID or not hmac.compare_digest(form.get("client_secret", ""), self.client_secret):
             return JSONResponse({"error": "invalid_client",
                                  "error_description": f"AADSTS7000215: client {client_id!r} is unknown or its "
                                                       "secret is wrong (see AIRFLOW_CONN_AZUREML_DEFAULT)"},
@@ -704,7 +712,10 @@ class AmlDouble:
         if spec.get("jobType") != "Command":
             raise HttpError(400, "UserError", f"Job {name!r}: this stack runs jobType Command only; got "
                                               f"{spec.get('jobType')!r}")
-        job = self.store.create_job(name, spec, "NotStarted", {"history": [["NotStarted", time.time()]]})
+        runtime: dict[str, Any] = {"history": [["NotStarted", time.time()]]}
+        if req.hold_s:
+            runtime["hold_s"] = req.hold_s
+        job = self.store.create_job(name, spec, "NotStarted", runtime)
         self.runner.submit(name)
         job = self.store.get_job(name)
         return JSONResponse(self.job_body(req.params, job), status_code=201)
@@ -903,7 +914,10 @@ class AmlDouble:
                 break
 
         fault = self.faults.pick(key, method, path)
-        if fault is not None:
+        hold_s = None
+        if fault is not None and fault.kind == "slow_job":
+            hold_s = fault.delay
+        elif fault is not None:
             if fault.kind == "delay":
                 await asyncio.sleep(fault.delay)
             else:
@@ -942,7 +956,7 @@ class AmlDouble:
             except ValueError:
                 body = None
         req = Req(method=method, path=path, query=query, headers=dict(request.headers), body=body, raw=raw,
-                  params=params)
+                  params=params, hold_s=hold_s)
         req.headers["x-original-url"] = str(request.url)
         if self.capture_file:
             with open(self.capture_file, "a") as fh:

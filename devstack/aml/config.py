@@ -17,7 +17,6 @@ RESOURCE_GROUP = "edge-training-rg"
 WORKSPACE = "edge-training-ws"
 TENANT = "8e1f0c52-3b6a-4d7e-a9c4-2f5d6e7a8b90"
 CLIENT_ID = "0c4e6a18-95d2-4b3f-8e71-6a2d9c0b1e53"
-CLIENT_SECRET = "edge-devstack-sp-secret"
 CLOUD_NAME = "EdgeDevStack"
 LOCATION = "local"
 
@@ -51,8 +50,8 @@ def cloud_metadata(endpoint: str = ENDPOINT, storage_suffix: str = AML_STORAGE_S
     }
 
 
-def connection_extra(*, ca_file: Path | str, endpoint: str = ENDPOINT) -> dict:
-    """The `extra` of AIRFLOW_CONN_AZUREML_DEFAULT (see devstack/STACK.md)."""
+def connection_extra(*, ca_file: Path | str, client_secret: str, endpoint: str = ENDPOINT) -> dict:
+    """The `extra` of AIRFLOW_CONN_AZUREML_DEFAULT (see devstack/STACK.md). The secret is generated per stack."""
     return {
         "subscription_id": SUBSCRIPTION,
         "resource_group": RESOURCE_GROUP,
@@ -60,7 +59,7 @@ def connection_extra(*, ca_file: Path | str, endpoint: str = ENDPOINT) -> dict:
         "tenant_id": TENANT,
         "auth_type": "service_principal",
         "client_id": CLIENT_ID,
-        "client_secret": CLIENT_SECRET,
+        "client_secret": client_secret,
         "cloud": "custom",
         "cloud_name": CLOUD_NAME,
         "cloud_metadata": cloud_metadata(endpoint),
@@ -68,5 +67,6 @@ def connection_extra(*, ca_file: Path | str, endpoint: str = ENDPOINT) -> dict:
     }
 
 
-def connection_json(*, ca_file: Path | str, endpoint: str = ENDPOINT) -> str:
-    return json.dumps({"conn_type": "azureml", "extra": connection_extra(ca_file=ca_file, endpoint=endpoint)})
+def connection_json(*, ca_file: Path | str, client_secret: str, endpoint: str = ENDPOINT) -> str:
+    extra = connection_extra(ca_file=ca_file, client_secret=client_secret, endpoint=endpoint)
+    return json.dumps({"conn_type": "azureml", "extra": extra})

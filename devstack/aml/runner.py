@@ -274,6 +274,11 @@ class JobRunner:
             raise JobError(f"the command references {', '.join('${{' + m + '}}' for m in missing)}, which the job "
                            "does not declare")
         command = REF.sub(lambda m: values[f"{m.group(1)}.{m.group(2)}"], command)
+        hold_s = int((job.get("runtime") or {}).get("hold_s") or 0)
+        if hold_s > 0:
+            # The "slow_job" fault: the job's container first works for hold_s seconds, a log line a second.
+            command = (f"for i in $(seq 1 {hold_s}); do echo \"edge-fault: slow job, second $i of {hold_s}\"; "
+                       f"sleep 1; done; {command}")
 
         artifacts = self._datastore(config.ARTIFACT_DATASTORE)
         env.update({

@@ -47,6 +47,21 @@ def secret_for(state_dir: Path) -> bytes:
     return path.read_bytes()
 
 
+def client_secret_for(state_dir: Path) -> str:
+    """The service principal's secret: AML_DOUBLE_CLIENT_SECRET (the stack's generated one) or the file
+    AML_DOUBLE_CLIENT_SECRET_FILE names (compose's stack-init), else one generated for this state dir
+    (private doubles in tests read it from ``client.secret``)."""
+    if os.environ.get("AML_DOUBLE_CLIENT_SECRET"):
+        return os.environ["AML_DOUBLE_CLIENT_SECRET"]
+    if os.environ.get("AML_DOUBLE_CLIENT_SECRET_FILE"):
+        return Path(os.environ["AML_DOUBLE_CLIENT_SECRET_FILE"]).read_text().strip()
+    path = state_dir / "client.secret"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
@@ -85,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                        known_hosts=os.environ.get("EDGE_VM_KNOWN_HOSTS"), ca_file=args.ca_file,
                        max_jobs_per_compute=args.max_jobs_per_compute)
     double = AmlDouble(store=store, endpoint=endpoint, state_dir=args.state_dir, storage=_storage,
-                       runner=runner, files_secret=secret_for(args.state_dir))
+                       runner=runner, files_secret=secret_for(args.state_dir),
+                       client_secret=client_secret_for(args.state_dir))
     runner.recover()
     log.info("AML double for %s/%s/%s serving %s", config.SUBSCRIPTION, config.RESOURCE_GROUP, config.WORKSPACE,
              endpoint)

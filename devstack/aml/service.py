@@ -15,6 +15,7 @@ from pathlib import Path
 
 from devstack.aml import config
 from devstack.base import Service, StackContext, StackError
+from devstack.util import stack_secret, token
 
 # Variables of other services the double's process needs (workspace storage, the VM's pinned host key, CA).
 PASSED_ENV = ("EDGE_AMLSTORE_CONNECTION_STRING", "EDGE_VM_KNOWN_HOSTS", "EDGE_CA_FILE")
@@ -41,12 +42,18 @@ class AmlDoubleService(Service):
             raise StackError(f"{self.name}: needs {', '.join(missing)} from the storage and edge-vm services")
         env = {k: ctx.env[k] for k in PASSED_ENV if ctx.env.get(k)}
         env.setdefault("EDGE_CA_FILE", str(ctx.ca_file))
+        env["AML_DOUBLE_CLIENT_SECRET"] = self.client_secret(ctx)
         env["PYTHONPATH"] = str(ctx.repo)
         argv = [str(ctx.python), "-m", "devstack.aml.server", "--port", str(config.PORT),
                 "--state-dir", str(self.state_dir(ctx)), "--cert", str(ctx.server_cert),
                 "--key", str(ctx.server_key), "--ca-file", str(ctx.ca_file)]
         pid = ctx.spawn(self.name, argv, env=env)
         return f"{self.name}: started (pid {pid}) at {config.ENDPOINT}"
+
+    @staticmethod
+    def client_secret(ctx: StackContext) -> str:
+        """The AML service principal's secret, generated once per stack like the other secrets."""
+        return stack_secret(ctx, "aml_client_secret", token)
 
     def health(self, ctx: StackContext) -> tuple[bool, str]:
         if ctx.running_pid(self.name) is None:
@@ -61,7 +68,8 @@ class AmlDoubleService(Service):
 
     def env(self, ctx: StackContext) -> dict[str, str]:
         return {
-            "AIRFLOW_CONN_AZUREML_DEFAULT": config.connection_json(ca_file=ctx.ca_file),
+            "AIRFLOW_CONN_AZUREML_DEFAULT": config.connection_json(ca_file=ctx.ca_file,
+                                                                   client_secret=self.client_secret(ctx)),
             "EDGE_AML_ENDPOINT": config.ENDPOINT,
             "EDGE_AML_CA_FILE": str(ctx.ca_file),
             "EDGE_AML_SUBSCRIPTION": config.SUBSCRIPTION,

@@ -47,6 +47,10 @@ class SchemaDriftError(StackHubError, InvalidInputError):
     """A data file's header does not match the expected columns."""
 
 
+class StackHubAuthError(StackHubError, InvalidInputError):
+    """The account refused the connection's credentials: retrying with the same key cannot help."""
+
+
 # Azure ML
 class AzureMLError(EdgeTrainingError):
     """An Azure ML call failed or a job ended badly."""

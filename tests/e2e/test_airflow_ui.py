@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from devstack.util import apt_install
-from tests.e2e.conftest import DAG_ID, run_to_completion
+from tests.e2e.support import DAG_ID, run_to_completion
 
 PARTITION = "2026-11-20"
 REPO = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ import pytest
 
 from devstack import scale
 from devstack.airflow_local import LocalAirflow
-from tests.e2e.conftest import DAG_ID, run_to_completion
+from tests.e2e.support import DAG_ID, run_to_completion
 
 PARTITION = "2026-11-22"
 

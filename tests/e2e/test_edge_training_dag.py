@@ -10,22 +10,29 @@ import json
 import random
 import time
 
-import pytest
-
+from devstack.aml.admin import AmlDoubleAdmin
 from devstack.seed import delete_partition, seed_partition
-from tests.e2e.conftest import (
+from tests.e2e.support import (
     DAG_ID,
     MODEL_NAME,
+    VMLoadSampler,
+    backfill_runs,
     jobs_for_partition,
     model_versions_for_partition,
     partition_key,
     run_to_completion,
     stackhub_container,
+    wait_backfill,
+    wait_backfills_closed,
 )
 
 ONE_PARTITION = "2026-11-20"
-BACKFILL = ["2026-11-24", "2026-11-25", "2026-11-26"]
-MISSING = "2026-11-25"
+# Six days through a 2-slot edge_vm pool: five train, one is missing.
+BACKFILL = [f"2026-11-0{d}" for d in range(2, 8)]
+MISSING = "2026-11-04"
+POOL_SLOTS = 2  # LocalAirflow's edge_vm pool
+# Each job works this long on the VM (the AML double's slow_job fault), so the runs' trainings overlap.
+JOB_SECONDS = 15
 
 
 def test_one_partition_trains_registers_and_ships_an_image(airflow, ml_client, registry, stack_env):
@@ -90,52 +97,43 @@ def test_a_second_run_of_the_same_partition_duplicates_nothing(airflow, ml_clien
     assert set(registry.tags(MODEL_NAME)) == tags_before
 
 
-def _backfill_runs(airflow, keys: set[str]) -> dict[str, dict]:
-    runs = airflow.api("GET", f"/dags/{DAG_ID}/dagRuns?limit=100&order_by=-run_after")["dag_runs"]
-    found: dict[str, dict] = {}
-    for run in runs:
-        if run.get("partition_key") in keys and run["run_type"] == "backfill":
-            found.setdefault(run["partition_key"], run)
-    return found
-
-
-def _wait_backfill(airflow, keys: set[str], timeout: float = 1500) -> dict[str, dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = _backfill_runs(airflow, keys)
-        if set(runs) == keys and all(r["state"] in ("success", "failed") for r in runs.values()):
-            return runs
-        time.sleep(5)
-    raise AssertionError(f"backfill runs for {sorted(keys)} not finished: {_backfill_runs(airflow, keys)}")
-
-
-def _wait_backfills_closed(airflow, timeout: float = 300) -> None:
-    """The scheduler marks a backfill completed a little after its last run ends; only then may the
-    next backfill for the DAG start (one running backfill per DAG)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        backfills = airflow.api("GET", f"/backfills?dag_id={DAG_ID}")["backfills"]
-        if all(b.get("completed_at") for b in backfills):
-            return
-        time.sleep(3)
-    raise AssertionError(f"backfills of {DAG_ID} not completed: {backfills}")
-
-
 def test_backfill_with_a_missing_partition_then_reprocess_failed(airflow, ml_client, registry, stack_env):
+    """Also proves the edge VM bound: the AML double's jobs in flight and the job containers on the VM's
+    Docker, sampled every half second through the backfill, never exceed the edge_vm pool's 2 slots
+    (deferred trainings included), and reach it."""
+    pool = {p["name"]: p for p in airflow.api("GET", "/pools")["pools"]}["edge_vm"]
+    assert (pool["slots"], pool["include_deferred"]) == (POOL_SLOTS, True), pool
     # Fresh data for these days (a new fingerprint each session), and one day missing.
-    rows = 1500 + random.randrange(400)
+    rows = 1500 + random.randrange(3000)
     for date in BACKFILL:
         seed_partition(date, rows=rows)
     delete_partition(MISSING)
     jobs_before = {d: {j.name for j in jobs_for_partition(ml_client, d)} for d in BACKFILL}
     keys = {partition_key(d) for d in BACKFILL}
+    trained_days = [d for d in BACKFILL if d != MISSING]
+    admin = AmlDoubleAdmin.from_env(stack_env)
+    assert admin.jobs_in_flight() == 0, "another test left a job running on the VM"
 
-    airflow.airflow("backfill", "create", "--dag-id", DAG_ID,
-                    "--from-date", BACKFILL[0], "--to-date", BACKFILL[-1])
-    runs = _wait_backfill(airflow, keys)
+    wait_backfills_closed(airflow)
+    sampler = VMLoadSampler(admin, stack_env["EDGE_DOCKER_HOST"])
+    sampler.start()
+    try:
+        with admin.injected("PUT job", "slow_job", delay=JOB_SECONDS):
+            airflow.airflow("backfill", "create", "--dag-id", DAG_ID, "--from-date", BACKFILL[0],
+                            "--to-date", BACKFILL[-1], "--max-active-runs", str(len(BACKFILL)))
+            runs = wait_backfill(airflow, keys)
+    finally:
+        sampler.stop()
     states = {k: r["state"] for k, r in runs.items()}
-    assert states == {partition_key(BACKFILL[0]): "success", partition_key(MISSING): "failed",
-                      partition_key(BACKFILL[2]): "success"}, states
+    assert states == {k: ("failed" if k == partition_key(MISSING) else "success") for k in keys}, states
+
+    assert len(sampler.samples) > 60 and not sampler.errors, (len(sampler.samples), sampler.errors[:3])
+    peak_jobs = max(s[1] for s in sampler.samples)
+    peak_containers = max(s[2] for s in sampler.samples)
+    assert peak_jobs <= POOL_SLOTS, f"the AML double ran {peak_jobs} jobs at once; the edge_vm pool has {POOL_SLOTS}"
+    assert peak_containers <= POOL_SLOTS, f"the VM ran {peak_containers} job containers at once"
+    # The pool is what limits, not a backfill that happened to run one training at a time.
+    assert peak_jobs == POOL_SLOTS, f"never more than {peak_jobs} job at once: the sample shows no concurrency"
 
     missing_run = runs[partition_key(MISSING)]
     tis = airflow.task_instances(DAG_ID, missing_run["dag_run_id"])
@@ -146,8 +144,7 @@ def test_backfill_with_a_missing_partition_then_reprocess_failed(airflow, ml_cli
     assert f"date={MISSING}" in log, log[-2000:]
     assert {j.name for j in jobs_for_partition(ml_client, MISSING)} == jobs_before[MISSING], \
         "an AML job was submitted for a partition that failed validation"
-    trained = {d: {j.name for j in jobs_for_partition(ml_client, d)} - jobs_before[d]
-               for d in (BACKFILL[0], BACKFILL[2])}
+    trained = {d: {j.name for j in jobs_for_partition(ml_client, d)} - jobs_before[d] for d in trained_days}
     assert all(len(new) == 1 for new in trained.values()), trained
     tags_after_first = set(registry.tags(MODEL_NAME))
     models_after_first = {d: {m.version for m in model_versions_for_partition(ml_client, d)}
@@ -155,12 +152,12 @@ def test_backfill_with_a_missing_partition_then_reprocess_failed(airflow, ml_cli
 
     # The data lands; a re-run of the backfill with reprocess=failed trains only that day.
     seed_partition(MISSING, rows=rows)
-    _wait_backfills_closed(airflow)
+    wait_backfills_closed(airflow)
     airflow.airflow("backfill", "create", "--dag-id", DAG_ID, "--from-date", BACKFILL[0],
                     "--to-date", BACKFILL[-1], "--reprocess-behavior", "failed")
     deadline = time.monotonic() + 1500
     while time.monotonic() < deadline:
-        runs = _backfill_runs(airflow, keys)
+        runs = backfill_runs(airflow, keys)
         if runs[partition_key(MISSING)]["state"] in ("success", "failed") and \
                 runs[partition_key(MISSING)]["dag_run_id"] != missing_run["dag_run_id"] or \
                 runs[partition_key(MISSING)]["state"] == "success":
@@ -170,7 +167,7 @@ def test_backfill_with_a_missing_partition_then_reprocess_failed(airflow, ml_cli
 
     new_missing = {j.name for j in jobs_for_partition(ml_client, MISSING)} - jobs_before[MISSING]
     assert len(new_missing) == 1, new_missing
-    for date in (BACKFILL[0], BACKFILL[2]):
+    for date in trained_days:
         assert {j.name for j in jobs_for_partition(ml_client, date)} - jobs_before[date] == trained[date]
         assert {m.version for m in model_versions_for_partition(ml_client, date)} == models_after_first[date]
     assert len({m.version for m in model_versions_for_partition(ml_client, MISSING)}

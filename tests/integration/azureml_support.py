@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import ssl
 import textwrap
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -135,31 +132,3 @@ def run_trigger(trigger: Any, timeout: float = 300.0) -> dict[str, Any]:
         return event.payload
 
     return asyncio.run(first())
-
-
-class DoubleAdmin:
-    """The AML double's admin routes: fault switch and request counters."""
-
-    def __init__(self, endpoint: str | None = None, ca_file: str | None = None) -> None:
-        self.endpoint = (endpoint or os.environ["EDGE_AML_ENDPOINT"]).rstrip("/")
-        self.ctx = ssl.create_default_context(cafile=ca_file or os.environ["EDGE_AML_CA_FILE"])
-
-    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            f"{self.endpoint}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, context=self.ctx, timeout=30) as resp:
-            return json.loads(resp.read() or b"{}")
-
-    def add_fault(self, **spec: Any) -> dict:
-        return self._call("POST", "/_admin/faults", spec)
-
-    def clear_faults(self) -> None:
-        self._call("DELETE", "/_admin/faults")
-
-    def requests(self) -> dict:
-        return self._call("GET", "/_admin/requests")
-
-    def reset_requests(self) -> None:
-        self._call("DELETE", "/_admin/requests")

@@ -48,7 +48,7 @@ def double(stack_env, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ml(double, stack_env):
-    client = ml_client(double.endpoint, double.ca_file, f"AmlDoubleJobs{double.port}")
+    client = ml_client(double, f"AmlDoubleJobs{double.port}")
     assert bootstrap.register(client, stack_env) == 0
     return client
 
@@ -283,7 +283,7 @@ def test_jobs_beyond_the_computes_slots_wait_in_queued(stack_env, tmp_path):
                       stack_env=stack_env, extra_args=("--max-jobs-per-compute", "1"))
     d.start()
     try:
-        client = ml_client(d.endpoint, d.ca_file, f"AmlDoubleSlots{d.port}")
+        client = ml_client(d, f"AmlDoubleSlots{d.port}")
         assert bootstrap.register(client, stack_env) == 0
         first, second = job_name("slot-a"), job_name("slot-b")
         for name in (first, second):

@@ -26,7 +26,7 @@ def double(stack_env, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ml(double):
-    return ml_client(double.endpoint, double.ca_file, f"AmlDoubleRest{double.port}")
+    return ml_client(double, f"AmlDoubleRest{double.port}")
 
 
 def http(double, method: str, path: str, *, token: str | None = None, body: dict | None = None):
@@ -65,7 +65,7 @@ def test_service_principal_with_wrong_secret_gets_no_token(double):
                                   disable_instance_discovery=True, connection_verify=double.ca_file)
     with pytest.raises(ClientAuthenticationError, match="secret is wrong"):
         cred.get_token(double.endpoint + "/.default")
-    good = ClientSecretCredential(config.TENANT, config.CLIENT_ID, config.CLIENT_SECRET, authority=double.endpoint,
+    good = ClientSecretCredential(config.TENANT, config.CLIENT_ID, double.client_secret, authority=double.endpoint,
                                   disable_instance_discovery=True, connection_verify=double.ca_file)
     assert good.get_token(double.endpoint + "/.default").token.count(".") == 2
 

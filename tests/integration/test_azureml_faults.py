@@ -7,8 +7,9 @@ import os
 import pytest
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import TaskDeferred
-from azureml_support import DoubleAdmin, execute_task, job_command, make_context, run_trigger, unique_fingerprint, write_job_code
+from azureml_support import execute_task, job_command, make_context, run_trigger, unique_fingerprint, write_job_code
 
+from devstack.aml.admin import AmlDoubleAdmin
 from edge_training.hooks.azureml import AzureMLHook, PollPolicy
 from edge_training.operators.azureml import AzureMLSubmitJobOperator
 
@@ -17,7 +18,7 @@ FAST = PollPolicy(initial_s=0.5, factor=1.5, max_s=2.0, jitter=0.2, error_initia
 
 @pytest.fixture
 def admin(stack_env):
-    admin = DoubleAdmin(stack_env["EDGE_AML_ENDPOINT"], stack_env["EDGE_AML_CA_FILE"])
+    admin = AmlDoubleAdmin.from_env(stack_env)
     yield admin
     admin.clear_faults()
 

@@ -27,6 +27,7 @@ def test_trigger_serialisation_round_trip():
         job_name="edge_training-2026-11-10-abc",
         azureml_conn_id="aml_other",
         deadline=1_800_000_000.5,
+        deadline_reason="execution_timeout",
         poll_policy=PollPolicy(initial_s=1, max_s=10).to_dict(),
         stream_logs=False,
         log_offset=1234,
@@ -170,3 +171,48 @@ def test_submit_operator_command_renders_with_aml_bindings():
     # Airflow's own template rendering, as the task runner does it before execute().
     op.render_template_fields({"params": {"n": 3}})
     assert op.command == "python3 job.py ${{inputs.data}} 3"
+
+
+def _submit(**kwargs) -> AzureMLSubmitJobOperator:
+    return AzureMLSubmitJobOperator(task_id="submit", command="python3 train.py", environment="env:1",
+                                    compute="edge-vm", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("execution_timeout", "job_timeout", "reason", "seconds_after_start"),
+    [
+        (timedelta(minutes=2), 3600, "execution_timeout", 120),  # the task's limit comes first
+        (timedelta(hours=3), 60, "job_timeout", 70),  # the job was created 10 s after the task started
+        (None, None, None, None),
+    ],
+)
+def test_the_earlier_of_job_timeout_and_execution_timeout_travels_into_the_trigger(
+    execution_timeout, job_timeout, reason, seconds_after_start
+):
+    """Airflow 3.3 applies neither limit to a deferral, so the trigger must carry the earlier one."""
+    from datetime import datetime, timezone
+    from types import SimpleNamespace
+
+    from edge_training.hooks.azureml import JobState
+
+    started = datetime(2026, 11, 20, 12, 0, 0, tzinfo=timezone.utc)
+    op = _submit(execution_timeout=execution_timeout, job_timeout=job_timeout)
+    job = JobState(name="j", status="Running", studio_url=None, created_at="2026-11-20T12:00:10Z")
+    trigger = op._trigger(job, {"ti": SimpleNamespace(start_date=started)})
+    assert trigger.deadline_reason == reason
+    if seconds_after_start is None:
+        assert trigger.deadline is None
+    else:
+        assert trigger.deadline == started.timestamp() + seconds_after_start
+
+
+def test_a_timeout_event_names_the_limit_that_passed():
+    from edge_training.exceptions import AzureMLJobTimeoutError
+
+    op = _submit(execution_timeout=timedelta(minutes=2), job_timeout=3600)
+    event = {"status": "Timeout", "job_name": "j", "message": "AML job j passed its deadline",
+             "deadline_reason": "execution_timeout"}
+    with pytest.raises(AzureMLJobTimeoutError, match=r"execution_timeout 0:02:00"):
+        op._finish_event(event)
+    with pytest.raises(AzureMLJobTimeoutError, match=r"job timeout 3600.0 s"):
+        op._finish_event({**event, "deadline_reason": "job_timeout"})

@@ -80,3 +80,21 @@ def test_stack_init_writes_every_connection_the_dag_uses(tmp_path):
     dag_source = (REPO / "dags" / "edge_training.py").read_text()
     for conn_id in CONNECTION_IDS:
         assert f'"{conn_id}"' in dag_source, f"the DAG does not use connection {conn_id}"
+
+
+def test_compose_creates_the_edge_vm_pool_counting_deferred_tasks(compose_config):
+    """Read airflow-init's commands with Airflow's own CLI parser: the edge_vm pool must count deferred
+    trainings (the scheduler-level effect is tested in tests/e2e/test_edge_vm_pool.py)."""
+    import shlex
+
+    from airflow.cli.cli_parser import get_parser
+
+    script = compose_config["services"]["airflow-init"]["command"][-1]
+    pools = {}
+    for line in script.splitlines():
+        words = shlex.split(line)
+        if words[:3] == ["airflow", "pools", "set"]:
+            args = get_parser().parse_args(words[1:])
+            pools[args.pool] = (int(args.slots), args.include_deferred)
+    assert pools["edge_vm"] == (2, True), pools
+    assert pools["edge_model_registry"][0] == 1, pools

@@ -51,6 +51,9 @@ def test_locality_accepts_stack_hub_accounts(url):
         ("https://a.b.blob.local.azurestack.external/", "outside the Stack Hub domain"),
         ("https://blob.local.azurestack.external/", "outside the Stack Hub domain"),
         ("https://127.0.0.1:10000/devstoreaccount1", "outside the Stack Hub domain"),
+        # The host a parser sees is the Stack Hub account; a person sees core.windows.net. Refused either way.
+        ("https://user@a.blob.core.windows.net@edgedata.blob.local.azurestack.external:47101", "carries user info"),
+        ("https://user:pw@edgedata.blob.local.azurestack.external/", "carries user info"),
     ],
 )
 def test_locality_refuses_outside_endpoints(url, reason):

@@ -17,6 +17,7 @@ import base64
 import csv
 import datetime as dt
 import fnmatch
+import functools
 import hashlib
 import io
 import json
@@ -27,6 +28,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import urlsplit
@@ -37,6 +39,7 @@ from edge_training.exceptions import (
     LocalityPolicyError,
     PartitionIncompleteError,
     SchemaDriftError,
+    StackHubAuthError,
     StackHubError,
 )
 from edge_training.partitions import date_in_prefix, validate_prefix
@@ -45,6 +48,8 @@ from edge_training.partitions import partition_date as _partition_date
 DEFAULT_API_VERSION = "2019-07-07"
 DEFAULT_DATASTORE = "stackhub_data"
 DEFAULT_MANIFEST_NAME = "_manifest.json"
+#: Storage error codes that mean the account refused the shared key (a retry cannot fix that).
+AUTH_ERROR_CODES = frozenset({"AuthorizationFailure", "AuthenticationFailed", "AuthorizationPermissionMismatch"})
 DEFAULT_MARKER = "_SUCCESS"
 DEFAULT_DATA_PATTERN = "part-*.csv"
 HEADER_BYTES = 1024
@@ -93,6 +98,13 @@ def check_locality(
     in ``allowed_hosts`` (e.g. a path-style loopback endpoint) are accepted as they are.
     """
     parts = urlsplit(endpoint_url)
+    if "@" in parts.netloc:
+        # https://user@a.blob.core.windows.net@b.blob.<stack hub> reads as one host to a person and
+        # another to a parser: user info has no place in a storage endpoint, so it is never accepted.
+        raise LocalityPolicyError(
+            f"storage endpoint {endpoint_url!r} carries user info (text before '@' in its authority): "
+            "expected https://<account>.blob.<stack hub domain>[:port] with no user info"
+        )
     host = (parts.hostname or "").lower().rstrip(".")
     if not host:
         raise LocalityPolicyError(f"storage endpoint {endpoint_url!r} has no host name")
@@ -355,6 +367,17 @@ class PartitionScan:
         return found
 
 
+def _naming_refused_credentials(method):
+    """Hook methods that talk to the account report a refused key as StackHubAuthError."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._refused_credentials_named():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class StackHubBlobHook(BaseHook):
     """Azure Stack Hub blob storage through azure-storage-blob pinned to API version 2019-07-07.
 
@@ -413,6 +436,7 @@ class StackHubBlobHook(BaseHook):
         return self.get_conn().get_container_client(check_container_name(container))
 
     # -- partition readiness (for waiting) ----------------------------------------------------
+    @_naming_refused_credentials
     def partition_ready(
         self, *, container: str, prefix: str, success_marker: str | None, data_pattern: str
     ) -> bool:
@@ -432,6 +456,7 @@ class StackHubBlobHook(BaseHook):
                 return True
         return False
 
+    @_naming_refused_credentials
     def wait_for_partition(
         self,
         *,
@@ -601,6 +626,25 @@ class StackHubBlobHook(BaseHook):
         return name
 
     # -- the whole validation --------------------------------------------------------------------
+    @contextmanager
+    def _refused_credentials_named(self) -> Iterator[None]:
+        """Turn the account's refusal of the shared key into an error naming account and connection."""
+        from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+
+        try:
+            yield
+        except (ClientAuthenticationError, HttpResponseError) as err:
+            status = getattr(err, "status_code", None)
+            code = str(getattr(getattr(err, "error_code", None), "value", getattr(err, "error_code", None)) or "")
+            if not isinstance(err, ClientAuthenticationError) and status != 403 and code not in AUTH_ERROR_CODES:
+                raise
+            raise StackHubAuthError(
+                f"Stack Hub account {self.get_conn().url} (connection {self.stackhub_conn_id!r}) refused the "
+                f"credentials: {status} {code or type(err).__name__}; expected the account's shared key as "
+                "AccountKey in the connection string"
+            ) from None
+
+    @_naming_refused_credentials
     def validate_partition(
         self,
         *,

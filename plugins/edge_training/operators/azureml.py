@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator, ResumableJobMixin, SkipMixin
+from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
 from edge_training.exceptions import (
     AzureMLError,
@@ -35,10 +36,19 @@ from edge_training.hooks.azureml import (
     sanitize_job_name,
 )
 from edge_training.links.azureml import AzureMLJobLink, AzureMLModelLink
-from edge_training.triggers.azureml import EVENT_ERROR, EVENT_TIMEOUT, AzureMLJobTrigger, first_event
+from edge_training.triggers.azureml import (
+    EVENT_ERROR,
+    EVENT_TIMEOUT,
+    LOG_OFFSET_XCOM_KEY,
+    AzureMLJobTrigger,
+    first_event,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+#: Airflow's own deferral timeout fires this long after the trigger's deadline, as a backstop only.
+DEFERRAL_GRACE_S = 120.0
 
 
 def as_bool(value: Any) -> bool:
@@ -215,7 +225,7 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
         tags.update({str(k): str(v) for k, v in self.tags.items()})
         return tags
 
-    def _deadline(self, job: JobState) -> float | None:
+    def _job_deadline(self, job: JobState) -> float | None:
         """Job timeout counted from the job's creation, so a retry does not extend it."""
         seconds = as_seconds(self.job_timeout)
         if seconds is None:
@@ -228,11 +238,33 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
             start = created.timestamp()
         return start + seconds
 
-    def _trigger(self, job: JobState) -> AzureMLJobTrigger:
+    def _task_deadline(self, context: Context) -> float | None:
+        """When this try's ``execution_timeout`` runs out, in epoch seconds.
+
+        Airflow 3.3 does not apply ``execution_timeout`` to the time a task spends deferred, nor call
+        a trigger's ``on_kill`` when a deferral times out (apache/airflow#72030). So the limit travels
+        into the trigger, which cancels the job itself when it passes.
+        """
+        if not self.execution_timeout:
+            return None
+        ti = context.get("ti")
+        started = getattr(ti, "start_date", None)
+        start = started.timestamp() if started else time.time()
+        return start + self.execution_timeout.total_seconds()
+
+    def _trigger(self, job: JobState, context: Context) -> AzureMLJobTrigger:
+        job_deadline = self._job_deadline(job)
+        task_deadline = self._task_deadline(context)
+        deadlines = [d for d in (job_deadline, task_deadline) if d is not None]
+        deadline = min(deadlines) if deadlines else None
+        limit = None
+        if deadline is not None:
+            limit = "job_timeout" if deadline == job_deadline else "execution_timeout"
         return AzureMLJobTrigger(
             job_name=job.name,
             azureml_conn_id=self.azureml_conn_id,
-            deadline=self._deadline(job),
+            deadline=deadline,
+            deadline_reason=limit,
             poll_policy=self.poll_policy.to_dict(),
             stream_logs=self.stream_logs,
         )
@@ -322,12 +354,19 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
         AzureMLJobLink.persist(context, job.studio_url)
         if job.is_terminal:
             return self._finish(job.status, name, job.studio_url)
-        trigger = self._trigger(job)
+        trigger = self._trigger(job, context)
         self._live_job = name
         if self.deferrable:
             self._close_hook()
+            # The trigger keeps how much of the log it has shown here, so a triggerer crash repeats nothing.
+            context["ti"].xcom_push(key=LOG_OFFSET_XCOM_KEY, value={"job_name": name, "offset": 0})
             self.log.info("Deferring: the triggerer follows AML job %s (%s)", name, job.status)
-            self.defer(trigger=trigger, method_name="execute_complete")
+            # Airflow's own deferral timeout only backs the trigger's deadline up (a trigger that cannot
+            # run at all); resume_execution then cancels the job from the worker.
+            timeout = None
+            if trigger.deadline is not None:
+                timeout = timedelta(seconds=max(trigger.deadline - time.time(), 0) + DEFERRAL_GRACE_S)
+            self.defer(trigger=trigger, method_name="execute_complete", timeout=timeout)
         self.log.info("Waiting in the worker for AML job %s (%s)", name, job.status)
         event = asyncio.run(first_event(trigger))
         return self._finish_event(event.payload)
@@ -341,6 +380,21 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
         return self._finish(job.status, name, job.studio_url)
 
     # -- completion -------------------------------------------------------------------------------
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """On a deferral that Airflow itself timed out or failed, cancel the job before failing."""
+        if next_method == TRIGGER_FAIL_REPR:
+            store = context.get("task_state_store")
+            name = store.get(self.external_id_key) if store is not None else None
+            if name:
+                self.log.warning("The deferral of AML job %s ended without an event; canceling the job", name)
+                try:
+                    self.hook.cancel_job(str(name))
+                except AzureMLError as err:
+                    self.log.error("Could not cancel AML job %s: %s", name, err)
+                finally:
+                    self._close_hook()
+        return super().resume_execution(next_method, next_kwargs, context)
+
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         try:
             return self._finish_event(event)
@@ -352,7 +406,11 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
         name = str(event.get("job_name"))
         if status == EVENT_TIMEOUT:
             self._live_job = None
-            raise AzureMLJobTimeoutError(f"{event.get('message')} (job timeout {as_seconds(self.job_timeout)} s)")
+            if event.get("deadline_reason") == "execution_timeout":
+                limit = f"the task's execution_timeout {self.execution_timeout}"
+            else:
+                limit = f"job timeout {as_seconds(self.job_timeout)} s"
+            raise AzureMLJobTimeoutError(f"{event.get('message')} ({limit})")
         if status == EVENT_ERROR:
             raise AzureMLError(str(event.get("message")))
         return self._finish(status, name, event.get("studio_url"))

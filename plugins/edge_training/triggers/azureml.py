@@ -23,6 +23,12 @@ from edge_training.hooks.azureml import (
 #: The only errors the trigger waits out. Everything else ends the wait with an error event.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (AzureMLTransientError,)
 
+#: The XCom key under which a deferred task keeps how much of its job's log it has shown.
+LOG_OFFSET_XCOM_KEY = "azureml_log_offset"
+
+#: Task states in which a killed task will not run again (so its job must stop).
+TASK_ENDED_STATES = frozenset({"failed", "success", "skipped", "upstream_failed", "removed"})
+
 #: Event ``status`` values besides the AML job statuses.
 EVENT_TIMEOUT = "Timeout"
 EVENT_ERROR = "TriggerError"
@@ -39,13 +45,19 @@ class AzureMLJobTrigger(BaseTrigger):
     path is the real SDK; the calls are short (one GET each poll), so a thread per call is cheap.
 
     :param job_name: the AML job to wait for.
+    :param azureml_conn_id: the Airflow connection of the AML workspace.
     :param deadline: epoch seconds; past it the job is canceled and a ``Timeout`` event fires.
+    :param deadline_reason: which limit the deadline is (``job_timeout`` or ``execution_timeout``),
+        passed back in the event so the task's error names it.
     :param poll_policy: ``PollPolicy`` fields as a dict (serialisable).
+    :param stream_logs: show the job's new log lines in the task log as they come.
     :param log_offset: byte offset in the job log to start showing from (0: the whole log). The
-        triggerer re-creates a trigger from the kwargs it was deferred with, so after a triggerer
-        restart the log is shown again from this offset: repeated lines, never lost ones.
+        offset reached is also kept durably, in this task instance's XCom (``LOG_OFFSET_XCOM_KEY``):
+        a triggerer re-creates a trigger from the kwargs it was deferred with, so after a triggerer
+        crash the new trigger resumes from the stored offset instead of showing the log again.
     :param polls_done: healthy polls already made, i.e. where on the polling ramp to start.
     :param max_transient_errors: consecutive transient errors tolerated before giving up.
+    :param cancel_on_timeout: cancel the job when the deadline passes (else only report it).
     """
 
     def __init__(
@@ -54,6 +66,7 @@ class AzureMLJobTrigger(BaseTrigger):
         job_name: str,
         azureml_conn_id: str = DEFAULT_CONN_ID,
         deadline: float | None = None,
+        deadline_reason: str | None = None,
         poll_policy: dict[str, float] | None = None,
         stream_logs: bool = True,
         log_offset: int = 0,
@@ -65,6 +78,7 @@ class AzureMLJobTrigger(BaseTrigger):
         self.job_name = job_name
         self.azureml_conn_id = azureml_conn_id
         self.deadline = deadline
+        self.deadline_reason = deadline_reason
         self.poll_policy = dict(poll_policy) if poll_policy else PollPolicy().to_dict()
         self.stream_logs = stream_logs
         self.log_offset = log_offset
@@ -79,6 +93,7 @@ class AzureMLJobTrigger(BaseTrigger):
                 "job_name": self.job_name,
                 "azureml_conn_id": self.azureml_conn_id,
                 "deadline": self.deadline,
+                "deadline_reason": self.deadline_reason,
                 "poll_policy": dict(self.poll_policy),
                 "stream_logs": self.stream_logs,
                 "log_offset": self.log_offset,
@@ -104,6 +119,7 @@ class AzureMLJobTrigger(BaseTrigger):
             "studio_url": job.studio_url if job else None,
             "message": message,
             "log_offset": self.log_offset,
+            "deadline_reason": self.deadline_reason,
             **extra,
         }
         return TriggerEvent(payload)
@@ -117,7 +133,43 @@ class AzureMLJobTrigger(BaseTrigger):
             return
         for line in chunk.lines:
             self.log.info("[%s] %s", self.job_name, line)
-        self.log_offset = chunk.offset
+        if chunk.offset != self.log_offset:
+            self.log_offset = chunk.offset
+            await self._store_log_offset()
+
+    def _xcom_scope(self) -> dict[str, Any] | None:
+        """Where this trigger's task instance keeps XComs; None outside a triggerer (tests, worker)."""
+        ti = self.task_instance
+        if ti is None or not getattr(ti, "run_id", None):
+            return None
+        return {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id,
+                "map_index": getattr(ti, "map_index", -1)}
+
+    async def _stored_log_offset(self) -> int:
+        scope = self._xcom_scope()
+        if scope is None:
+            return 0
+        try:
+            from airflow.sdk.execution_time.xcom import XCom
+
+            stored = await XCom.aget_one(key=LOG_OFFSET_XCOM_KEY, **scope)
+        except Exception as err:  # noqa: BLE001 - the wait matters more than the log position
+            self.log.warning("Could not read the stored log offset of AML job %s: %s", self.job_name, err)
+            return 0
+        if isinstance(stored, dict) and stored.get("job_name") == self.job_name:
+            return int(stored.get("offset") or 0)
+        return 0
+
+    async def _store_log_offset(self) -> None:
+        scope = self._xcom_scope()
+        if scope is None:
+            return
+        try:
+            from airflow.sdk.execution_time.xcom import XCom
+
+            await XCom.aset(LOG_OFFSET_XCOM_KEY, {"job_name": self.job_name, "offset": self.log_offset}, **scope)
+        except Exception as err:  # noqa: BLE001 - at worst lines repeat after a triggerer crash
+            self.log.warning("Could not store the log offset of AML job %s: %s", self.job_name, err)
 
     async def _with_retries(self, hook: AzureMLHook, what: Callable[[], Awaitable[T]]) -> T:
         """Run ``what``, waiting out TRANSIENT_ERRORS with capped, jittered backoff and Retry-After."""
@@ -149,6 +201,9 @@ class AzureMLJobTrigger(BaseTrigger):
         policy = PollPolicy(**self.poll_policy)
         hook = await self._hook()
         job: JobState | None = None
+        if self.stream_logs:
+            # A triggerer that crashed mid-wait has already shown the log up to the stored offset.
+            self.log_offset = max(self.log_offset, await self._stored_log_offset())
         try:
             while True:
                 poll_started = time.monotonic()
@@ -207,8 +262,37 @@ class AzureMLJobTrigger(BaseTrigger):
             canceled=self.cancel_on_timeout,
         )
 
+    async def _task_will_run_again(self) -> bool:
+        """Whether the user cleared the task (it runs again and re-attaches) rather than ending it.
+
+        Airflow calls ``on_kill`` for a mark-failed, a mark-success and a clear alike. A cleared task
+        finds the same running job by name, so canceling it would only waste the work done; a task
+        marked failed or success will not come back, so its job must stop. Unknown means cancel.
+        """
+        scope = self._xcom_scope()
+        if scope is None:
+            return False
+        try:
+            from airflow.sdk.execution_time.comms import GetTaskStates
+            from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
+
+            result = await SUPERVISOR_COMMS.asend(GetTaskStates(
+                dag_id=scope["dag_id"], task_ids=[scope["task_id"]], run_ids=[scope["run_id"]],
+                map_index=scope["map_index"],
+            ))
+            states = (result.task_states or {}).get(scope["run_id"], {})
+        except Exception as err:  # noqa: BLE001 - unknown: fall back to canceling
+            self.log.warning("Could not read the state of the task following AML job %s: %s", self.job_name, err)
+            return False
+        state = next(iter(states.values()), None) if states else None
+        self.log.info("The task following AML job %s is now %s", self.job_name, state)
+        return state not in TASK_ENDED_STATES
+
     async def on_kill(self) -> None:
-        """The user marked the deferred task failed/success or cleared it: cancel the AML job."""
+        """The user marked the deferred task failed or success: cancel the AML job (not on a clear)."""
+        if await self._task_will_run_again():
+            self.log.info("The task was cleared and will re-attach to AML job %s: leaving it running", self.job_name)
+            return
         hook = await self._hook()
         try:
             # Inside the triggerer's own bound ([triggerer] on_kill_timeout, 30 s by default); the cancel

@@ -1,50 +1,20 @@
-"""e2e fixtures: a real Airflow (scheduler, dag-processor, triggerer, API server) on the edge stack."""
+"""Helpers for the tests that drive the DAG through a real Airflow on the edge stack (e2e, faults)."""
 
 from __future__ import annotations
 
 import base64
 import json
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
-
-import pytest
 
 from devstack.airflow_local import LocalAirflow
 from devstack.demo import partition_key
 
 DAG_ID = "edge_training"
 MODEL_NAME = "equipment-failure"
-
-
-@pytest.fixture(scope="session")
-def airflow(stack_env) -> LocalAirflow:
-    """LocalExecutor + SQLite, on its own home and port so a running `make demo` is left alone."""
-    instance = LocalAirflow(name="airflow-e2e", port=47181)
-    instance.reset()  # runs from an earlier session would change what a backfill creates
-    instance.start()
-    try:
-        instance.wait_dag_parsed(DAG_ID)
-        yield instance
-    finally:
-        instance.stop()
-
-
-@pytest.fixture
-def ml_client(stack_env):
-    """The real azure-ai-ml client on the stack's AML double (through the project's hook).
-
-    Per test: an open hook holds the SDK's process-wide cloud setting, which later tests expect
-    to find restored once every hook is closed.
-    """
-    from edge_training.hooks.azureml import AzureMLHook
-
-    hook = AzureMLHook(azureml_conn_id="azureml_default")
-    try:
-        yield hook.get_conn()
-    finally:
-        hook.close()
 
 
 def run_to_completion(airflow: LocalAirflow, date: str, *, conf: dict | None = None,
@@ -90,11 +60,6 @@ class Registry:
             return resp.headers["Docker-Content-Digest"]
 
 
-@pytest.fixture(scope="session")
-def registry(stack_env) -> Registry:
-    return Registry(stack_env)
-
-
 def stackhub_container(env: dict[str, str]):
     from azure.storage.blob import BlobServiceClient
 
@@ -118,3 +83,63 @@ def model_versions_for_partition(ml_client, date: str) -> list:
     except ResourceNotFoundError:
         return []
     return [m for m in versions if (m.tags or {}).get("partition") == date]
+
+
+def backfill_runs(airflow, keys: set[str]) -> dict[str, dict]:
+    runs = airflow.api("GET", f"/dags/{DAG_ID}/dagRuns?limit=100&order_by=-run_after")["dag_runs"]
+    found: dict[str, dict] = {}
+    for run in runs:
+        if run.get("partition_key") in keys and run["run_type"] == "backfill":
+            found.setdefault(run["partition_key"], run)
+    return found
+
+
+def wait_backfill(airflow, keys: set[str], timeout: float = 1500) -> dict[str, dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = backfill_runs(airflow, keys)
+        if set(runs) == keys and all(r["state"] in ("success", "failed") for r in runs.values()):
+            return runs
+        time.sleep(5)
+    raise AssertionError(f"backfill runs for {sorted(keys)} not finished: {backfill_runs(airflow, keys)}")
+
+
+def wait_backfills_closed(airflow, timeout: float = 300) -> None:
+    """The scheduler marks a backfill completed a little after its last run ends; only then may the
+    next backfill for the DAG start (one running backfill per DAG)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        backfills = airflow.api("GET", f"/backfills?dag_id={DAG_ID}")["backfills"]
+        if all(b.get("completed_at") for b in backfills):
+            return
+        time.sleep(3)
+    raise AssertionError(f"backfills of {DAG_ID} not completed: {backfills}")
+
+
+class VMLoadSampler(threading.Thread):
+    """Samples, every half second, the AML double's jobs in flight and the job containers on the VM."""
+
+    def __init__(self, admin, docker_host: str) -> None:
+        import docker
+
+        super().__init__(daemon=True)
+        self.admin = admin
+        self.docker = docker.DockerClient(base_url=docker_host, version="auto")
+        self.samples: list[tuple[float, int, int]] = []
+        self.errors: list[str] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                jobs = self.admin.jobs_in_flight()
+                containers = len(self.docker.containers.list(filters={"label": "azureml.job"}))
+                self.samples.append((time.time(), jobs, containers))
+            except Exception as exc:  # noqa: BLE001 - a missed sample is reported, not fatal
+                self.errors.append(repr(exc))
+            self._stop_event.wait(0.5)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+        self.docker.close()

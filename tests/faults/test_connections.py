@@ -1,0 +1,124 @@
+"""Bad connections, set through the REST API as a person would in the UI (the tests' Airflow keeps its
+connections in the metadata DB), then restored. One at a time: every run reads the same connections.
+Each gets a clear error naming what was expected and what was found, and no AML job where none should be.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.support import DAG_ID
+from tests.faults.conftest import (
+    BATTERY,
+    fresh_partition,
+    jobs_of,
+    quoted,
+    task_log,
+    trigger,
+    wait_task,
+)
+
+KIND = "bad_input"
+DATE = "2026-11-17"  # no case here trains: the partition only has to be valid
+
+
+def generated_key(kind: str) -> tuple[str, str]:
+    """A new key pair of ``kind`` (ed25519 or rsa): (private key path, public key line)."""
+    folder = Path(tempfile.mkdtemp(prefix="faults-key-"))
+    path = folder / "key"
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(path)], check=True)
+    return str(path), " ".join(path.with_suffix(".pub").read_text().split()[:2])
+
+
+def set_extra(**values):
+    def change(conn):
+        conn["extra"].update(values)
+    return change
+
+
+def set_field(**values):
+    def change(conn):
+        conn.update(values)
+    return change
+
+
+def storage_endpoint(endpoint: str):
+    def change(conn):
+        parts = [p for p in conn["extra"]["connection_string"].split(";") if not p.startswith("EndpointSuffix=")]
+        conn["extra"]["connection_string"] = ";".join(parts + [f"BlobEndpoint={endpoint}"])
+    return change
+
+
+def wrong_storage_key(conn):
+    parts = [p if not p.startswith("AccountKey=") else "AccountKey=" + "QUJD" * 22 for p in
+             conn["extra"]["connection_string"].split(";")]
+    conn["extra"]["connection_string"] = ";".join(parts)
+
+
+# name -> (conn id, change or None to delete, task that must fail, texts its log must hold)
+CASES = {
+    "edge_vm_ssh: a different host key": (
+        "edge_vm_ssh", lambda: set_extra(host_key=generated_key("ed25519")[1]), "check_edge_vm",
+        ["host key", "SHA256:"]),
+    "edge_vm_ssh: a host key of another type": (
+        "edge_vm_ssh", lambda: set_extra(host_key=generated_key("rsa")[1]), "check_edge_vm", ["host key", "ssh-rsa"]),
+    "edge_vm_ssh: a key the VM does not accept": (
+        "edge_vm_ssh", lambda: set_extra(key_file=generated_key("ed25519")[0]), "check_edge_vm", ["auth"]),
+    "stackhub_blob: a public Azure endpoint": (
+        "stackhub_blob", lambda: storage_endpoint("https://edgedata.blob.core.windows.net"), "check_edge_vm",
+        ["public Azure cloud endpoint"]),
+    "stackhub_blob: a look-alike endpoint": (
+        "stackhub_blob", lambda: storage_endpoint("https://edgedata.blob.local.azurestack.external.example.net"),
+        "check_edge_vm", ["outside the Stack Hub domain"]),
+    "stackhub_blob: an endpoint carrying user info": (
+        "stackhub_blob",
+        lambda: storage_endpoint("https://user@a.blob.core.windows.net@edgedata.blob.local.azurestack.external:47101"),
+        "check_edge_vm", ["carries user info"]),
+    "stackhub_blob: a wrong account key": (
+        "stackhub_blob", lambda: wrong_storage_key, "validate_partition", ["edgedata"]),
+    "azureml_default: a wrong client secret": (
+        "azureml_default", lambda: set_extra(client_secret="not-the-secret"), "submit_training",
+        ["secret is wrong"]),
+    "azureml_default: missing": ("azureml_default", None, "submit_training", ["azureml_default"]),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def restored_connections(airflow):
+    fresh_partition(DATE)
+    yield
+    for conn_id in ("edge_vm_ssh", "stackhub_blob", "azureml_default"):
+        airflow.restore_connection(conn_id)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_connection_fails_clearly_without_a_job(airflow, battery, ml_client, name):
+    conn_id, make_change, task_id, must_say = CASES[name]
+    jobs_before = {j.name for j in jobs_of(ml_client, DATE)}
+    conn = None
+    if make_change:
+        conn = copy.deepcopy(airflow.stack_connections()[conn_id])
+        make_change()(conn)
+    airflow.put_connection(conn_id, conn)
+    try:
+        run_id = trigger(airflow, DATE)
+        ti = wait_task(airflow, run_id, task_id, {"failed", "up_for_retry"}, timeout=300)
+        log = task_log(airflow, run_id, task_id)
+    finally:
+        airflow.restore_connection(conn_id)
+        run = airflow.api("GET", f"/dags/{DAG_ID}/dagRuns/{quoted(run_id)}")
+        if run["state"] not in ("success", "failed"):
+            airflow.api("PATCH", f"/dags/{DAG_ID}/dagRuns/{quoted(run_id)}", {"state": "failed"})
+    new_jobs = {j.name for j in jobs_of(ml_client, DATE)} - jobs_before
+    said = [t for t in must_say if t.lower() in log.lower()]
+    errors = [line.strip() for line in log.splitlines() if "Error:" in line or "Error(" in line]
+    passed = len(said) == len(must_say) and not new_jobs
+    BATTERY.record(name, KIND, f"{task_id} fails naming {', '.join(must_say)}; no AML job",
+                   f"{task_id} {ti['state']} (try {ti['try_number']}); new jobs {len(new_jobs)}; "
+                   f"error: {(errors[-1] if errors else 'none')[:170]}", passed)
+    assert passed, (must_say, said, new_jobs, log[-3000:])

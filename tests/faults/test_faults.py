@@ -1,0 +1,400 @@
+"""Faults injected through Airflow itself and the stack's services, while the DAG runs for real.
+
+Jobs are made to run long with the AML double's ``slow_job`` fault (the job's container works, printing
+a line a second, before training), scoped by a route regex to one partition's job names so concurrent
+cases do not slow each other.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from tests.e2e.support import DAG_ID, MODEL_NAME
+from tests.faults.conftest import (
+    BATTERY,
+    devstack_up,
+    fresh_partition,
+    job_route,
+    jobs_of,
+    quoted,
+    task_log,
+    trigger,
+    versions_of,
+    wait_for,
+    wait_task,
+)
+
+KIND = "fault"
+CANCEL_BOUND_S = 30
+
+
+def job_containers(stack_env, job_name: str) -> list[str]:
+    import docker
+
+    client = docker.DockerClient(base_url=stack_env["EDGE_DOCKER_HOST"], version="auto")
+    try:
+        return [c.name for c in client.containers.list(all=True, filters={"label": f"azureml.job={job_name}"})]
+    finally:
+        client.close()
+
+
+def start_slow_run(airflow, admin, date: str, hold_s: int, conf: dict | None = None) -> str:
+    fresh_partition(date)
+    admin.add_fault(job_route(date), "slow_job", delay=hold_s)
+    return trigger(airflow, date, conf=conf)
+
+
+def running_job(ml_client, date: str, since: float, timeout: float = 300):
+    """The partition's job once the double runs it (its container works on the VM)."""
+    def find():
+        running = [j for j in jobs_of(ml_client, date, since) if j.status == "Running"]
+        return running[0] if running else None
+    return wait_for(find, timeout, f"an AML job of {date} Running", interval=1)
+
+
+def status_of(job) -> str:
+    return str(getattr(job.status, "value", job.status))
+
+
+def statuses_reached(ml_client, acted: dict[str, float], wanted: str, timeout: float) -> dict[str, tuple[str, float]]:
+    """For each job (name -> monotonic time of the action), its status and how long until it was ``wanted``."""
+    found: dict[str, tuple[str, float]] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(found) < len(acted):
+        for name, started in acted.items():
+            if name not in found:
+                status = status_of(ml_client.jobs.get(name))
+                if status == wanted:
+                    found[name] = (status, time.monotonic() - started)
+        time.sleep(0.5)
+    for name, started in acted.items():
+        found.setdefault(name, (status_of(ml_client.jobs.get(name)), time.monotonic() - started))
+    return found
+
+
+def end_run(airflow, run_id: str) -> None:
+    """Stop a run whose outcome the case has seen (as a person would, through the API)."""
+    run = airflow.api("GET", f"/dags/{DAG_ID}/dagRuns/{quoted(run_id)}")
+    if run["state"] not in ("success", "failed"):
+        airflow.api("PATCH", f"/dags/{DAG_ID}/dagRuns/{quoted(run_id)}", {"state": "failed"})
+
+
+def test_marking_the_waiting_task_or_its_run_failed_cancels_the_job(airflow, battery, admin, ml_client,
+                                                                     stack_env):
+    since = time.time()
+    dates = {"task": "2026-11-08", "run": "2026-11-09"}
+    runs = {how: start_slow_run(airflow, admin, date, 90) for how, date in dates.items()}
+    try:
+        jobs = {}
+        for how, run_id in runs.items():
+            wait_task(airflow, run_id, "submit_training", {"deferred"}, timeout=300)
+            jobs[how] = running_job(ml_client, dates[how], since).name
+        # As the UI does: the task's "Mark as failed", and the run's.
+        acted = {}
+        airflow.api("PATCH", f"/dags/{DAG_ID}/dagRuns/{quoted(runs['task'])}/taskInstances/submit_training",
+                    {"new_state": "failed"})
+        acted[jobs["task"]] = time.monotonic()
+        airflow.api("PATCH", f"/dags/{DAG_ID}/dagRuns/{quoted(runs['run'])}", {"state": "failed"})
+        acted[jobs["run"]] = time.monotonic()
+        reached = statuses_reached(ml_client, acted, "Canceled", 60)
+        outcomes = {how: reached[jobs[how]] for how in runs}
+    finally:
+        admin.clear_faults()
+    for how, (status, seconds) in outcomes.items():
+        left = job_containers(stack_env, jobs[how])
+        passed = status == "Canceled" and seconds <= CANCEL_BOUND_S and not left
+        what = "the deferred submit_training" if how == "task" else "the whole run"
+        battery.record(f"{what} marked failed through the REST API", KIND,
+                       f"AML job Canceled within {CANCEL_BOUND_S} s by the trigger's on_kill; no container left",
+                       f"job {status} after {seconds:.1f} s; containers left: {left or 'none'}", passed)
+    assert all(status == "Canceled" and seconds <= CANCEL_BOUND_S for status, seconds in outcomes.values()), outcomes
+    assert not any(job_containers(stack_env, name) for name in jobs.values())
+
+
+def test_clearing_the_waiting_task_reattaches_to_the_same_job(airflow, battery, admin, ml_client):
+    since = time.time()
+    date = "2026-11-10"
+    run_id = start_slow_run(airflow, admin, date, 30)
+    try:
+        wait_task(airflow, run_id, "submit_training", {"deferred"}, timeout=300)
+        job = running_job(ml_client, date, since).name
+        airflow.api("POST", f"/dags/{DAG_ID}/clearTaskInstances", {
+            "dry_run": False, "task_ids": ["submit_training"], "dag_run_id": run_id,
+            "only_failed": False, "reset_dag_runs": True, "include_downstream": False})
+        run = airflow.wait_run(DAG_ID, run_id, timeout=600)
+    finally:
+        admin.clear_faults()
+    jobs = jobs_of(ml_client, date, since)
+    result = airflow.xcom(DAG_ID, run_id, "submit_training") if run["state"] == "success" else {}
+    passed = run["state"] == "success" and [j.name for j in jobs] == [job] and result.get("job_name") == job
+    battery.record("submit_training cleared while its job runs", KIND,
+                   "the cleared task re-attaches: one job, run succeeds",
+                   f"run {run['state']}; jobs {[f'{j.name} {status_of(j)}' for j in jobs]}", passed)
+    assert passed, (run["state"], [j.name for j in jobs], job, result)
+
+
+def test_job_timeout_and_execution_timeout_both_cancel_the_job(airflow, battery, admin, ml_client, stack_env):
+    since = time.time()
+    from tests.conftest import TRAINING_TASK_TIMEOUT_MINUTES
+
+    cases = {
+        "job_timeout": ("2026-11-11", {"job_timeout_minutes": 1}, "job timeout"),
+        "execution_timeout": ("2026-11-12", None, "execution_timeout"),
+    }
+    runs = {name: start_slow_run(airflow, admin, date, 600, conf) for name, (date, conf, _) in cases.items()}
+    tis: dict[str, dict] = {}
+    try:
+        def first_try_ended():
+            for name, run_id in runs.items():
+                ti = airflow.task_instances(DAG_ID, run_id)["submit_training"]
+                if name not in tis and ti["state"] in ("up_for_retry", "failed"):
+                    tis[name] = ti
+                    end_run(airflow, run_id)  # the case is the first try; no retry needed
+            return len(tis) == len(runs)
+        wait_for(first_try_ended, 600, "both timed-out tries to end", interval=1)
+    finally:
+        for run_id in runs.values():
+            end_run(airflow, run_id)
+        admin.clear_faults()
+    for name, (date, _, says) in cases.items():
+        jobs = jobs_of(ml_client, date, since)
+        log = task_log(airflow, runs[name], "submit_training")
+        left = [c for j in jobs for c in job_containers(stack_env, j.name)]
+        statuses = [status_of(j) for j in jobs]
+        limit = "1 min" if name == "job_timeout" else f"{TRAINING_TASK_TIMEOUT_MINUTES} min"
+        passed = statuses == ["Canceled"] and says in log and not left
+        battery.record(f"job outlives its {name} ({limit}) while deferred", KIND,
+                       "the trigger cancels the AML job at the deadline; the task fails naming the limit",
+                       f"submit_training {tis[name]['state']}; jobs {statuses}; log names {says!r}: "
+                       f"{says in log}; containers left: {left or 'none'}", passed)
+        assert passed, (name, statuses, left, log[-3000:])
+
+
+def log_line_numbers(log: str, job: str) -> list[int]:
+    return [int(m) for m in re.findall(rf"\[{re.escape(job)}\] edge-fault: slow job, second (\d+) of", log)]
+
+
+def test_triggerer_killed_mid_wait_loses_and_repeats_no_log_line(airflow, battery, admin, ml_client):
+    since = time.time()
+    date, hold = "2026-11-13", 30
+    run_id = start_slow_run(airflow, admin, date, hold)
+    try:
+        wait_task(airflow, run_id, "submit_training", {"deferred"}, timeout=300)
+        job = running_job(ml_client, date, since).name
+        time.sleep(8)  # some lines shown (and their offset stored) before the crash
+        airflow.kill("triggerer")
+        time.sleep(5)
+        airflow.start()  # starts what is not running
+        run = airflow.wait_run(DAG_ID, run_id, timeout=600)
+    finally:
+        admin.clear_faults()
+    numbers = log_line_numbers(task_log(airflow, run_id, "submit_training"), job)
+    lost = sorted(set(range(1, hold + 1)) - set(numbers))
+    repeated = len(numbers) - len(set(numbers))
+    BATTERY.lost_log_lines += len(lost)
+    BATTERY.repeated_log_lines += repeated
+    jobs = jobs_of(ml_client, date, since)
+    passed = run["state"] == "success" and len(jobs) == 1 and not lost and not repeated
+    battery.record("triggerer SIGKILLed mid-wait, then restarted", KIND,
+                   f"run completes; one job; all {hold} job log lines in the task log once",
+                   f"run {run['state']}; jobs {len(jobs)}; lines lost {len(lost)}, repeated {repeated}", passed)
+    assert passed, (run["state"], [j.name for j in jobs], lost, repeated)
+
+
+def test_scheduler_killed_mid_run_then_restarted(airflow, battery, admin, ml_client):
+    since = time.time()
+    date = "2026-11-14"
+    run_id = start_slow_run(airflow, admin, date, 20)
+    try:
+        wait_task(airflow, run_id, "submit_training", {"deferred"}, timeout=300)
+        airflow.kill("scheduler")
+        time.sleep(10)
+        airflow.start()
+        run = airflow.wait_run(DAG_ID, run_id, timeout=900)
+    finally:
+        admin.clear_faults()
+    jobs = jobs_of(ml_client, date, since)
+    versions = versions_of(ml_client, date, since)
+    passed = run["state"] == "success" and len(jobs) == 1 and len(versions) == 1
+    battery.record("scheduler SIGKILLed mid-run, then restarted", KIND, "run completes; one job; one model version",
+                   f"run {run['state']}; jobs {len(jobs)}; model versions {len(versions)}", passed)
+    assert passed, (run["state"], [j.name for j in jobs], [v.version for v in versions])
+
+
+def test_aml_throttling_errors_and_slow_answers_are_ridden_out(airflow, battery, admin, ml_client, registry):
+    since = time.time()
+    date = "2026-11-15"
+    fresh_partition(date)
+    admin.reset_requests()
+    faults = [
+        admin.add_fault(job_route(date), "503", count=2, retry_after=1),            # submit
+        admin.add_fault("GET job", "429", share=0.5, count=6, retry_after=2),       # wait
+        admin.add_fault("GET run details", "delay", share=0.5, count=10, delay=3),  # wait, gate
+        admin.add_fault("PUT model version", "503", count=2, retry_after=1),        # register
+        admin.add_fault("GET model versions", "429", count=2, retry_after=1),       # gate, register
+    ]
+    try:
+        run_id = trigger(airflow, date)
+        run = airflow.wait_run(DAG_ID, run_id, timeout=900)
+        injected = [r for r in admin.requests()["recent"] if r.get("injected")]
+    finally:
+        admin.clear_faults()
+    jobs = jobs_of(ml_client, date, since)
+    versions = versions_of(ml_client, date, since)
+    tags = [t for t in registry.tags(MODEL_NAME) if t in {v.version for v in versions}]
+    passed = run["state"] == "success" and len(jobs) == 1 and len(versions) == 1 and len(tags) == 1 \
+        and len(injected) >= 4
+    battery.record("AML double: 429 with Retry-After, 503 bursts, slow answers in submit, wait, register", KIND,
+                   "run completes; one job, one model version, one image",
+                   f"run {run['state']}; {len(injected)} faults served ({len(faults)} kinds); jobs {len(jobs)}; "
+                   f"versions {len(versions)}; images {len(tags)}", passed)
+    assert passed, (run["state"], injected[:5], [j.name for j in jobs], [v.version for v in versions], tags)
+
+
+def test_training_script_failure_surfaces_the_jobs_own_error(airflow, battery, ml_client, stack_env, registry):
+    """Data the validator cannot see: the right columns, but every row has the same label."""
+    since = time.time()
+    from tests.e2e.support import stackhub_container
+
+    date = "2026-11-16"
+    BATTERY.dates.add(date)
+    container = stackhub_container(stack_env)
+    prefix = f"telemetry/date={date}/"
+    for blob in container.list_blobs(name_starts_with=prefix):
+        container.delete_blob(blob.name)
+    rows = [f"dev-{i},2026-11-16T00:00:00,21.5,0.3,101.2,1500,{i},0" for i in range(200)]
+    header = "device_id,timestamp,temperature_c,vibration_mm_s,pressure_kpa,rpm,runtime_hours,failure\n"
+    container.upload_blob(prefix + "part-00000.csv", (header + "\n".join(rows)).encode(), overwrite=True)
+    container.upload_blob(prefix + "_SUCCESS", b"", overwrite=True)
+
+    run_id = trigger(airflow, date)
+    try:
+        ti = wait_task(airflow, run_id, "submit_training", {"up_for_retry", "failed"}, timeout=600)
+    finally:
+        end_run(airflow, run_id)
+    log = task_log(airflow, run_id, "submit_training")
+    jobs = jobs_of(ml_client, date, since)
+    job_error = ml_client.jobs._runs_operations.get_run_details(jobs[0].name).error.error.message if jobs else ""
+    # The job's own words: the training script's last log lines, carried in the AML error and the task log.
+    own_words = "exactly two classes" in job_error
+    versions = versions_of(ml_client, date, since)
+    passed = (ti["state"] in ("up_for_retry", "failed") and jobs and status_of(jobs[0]) == "Failed" and own_words
+              and "AzureMLJobFailedError" in log and job_error.splitlines()[-1][:60] in log and not versions)
+    battery.record("the training script fails on data the validator cannot see", KIND,
+                   "task fails with the job's own error in the log and the exception; no model, no image",
+                   f"submit_training {ti['state']}; job {status_of(jobs[0]) if jobs else None}; "
+                   f"error in task log: {job_error.splitlines()[-1][:60] in log if job_error else False}; "
+                   f"model versions {len(versions)}", passed)
+    assert passed, (ti["state"], job_error[-500:], log[-3000:])
+
+
+def test_stack_hub_stopped_during_validation_then_started(airflow, battery, stack_env):
+    from devstack.base import StackContext
+    from tests.e2e.support import stackhub_container
+
+    date = fresh_partition("2026-11-18")
+    run_id = trigger(airflow, date)
+    wait_task(airflow, run_id, "check_edge_vm", {"success"}, timeout=300)
+    StackContext().stop("azurite-stackhub")
+    stopped = time.monotonic()
+    try:
+        time.sleep(15)  # validate_partition meets a Stack Hub that does not answer
+        ti_during = airflow.task_instances(DAG_ID, run_id)["validate_partition"]
+    finally:
+        devstack_up()
+    outage = time.monotonic() - stopped
+    run = airflow.wait_run(DAG_ID, run_id, timeout=900)
+    ti = airflow.task_instances(DAG_ID, run_id)["validate_partition"]
+    summary = airflow.xcom(DAG_ID, run_id, "validate_partition") if ti["state"] == "success" else {}
+    container = stackhub_container(stack_env)
+    manifest = json.loads(container.download_blob(f"telemetry/date={date}/_manifest.json").readall()) \
+        if summary else {}
+    prefix = f"telemetry/date={date}/"
+    parts = [b.name[len(prefix):] for b in container.list_blobs(name_starts_with=prefix) if b.name.endswith(".csv")]
+    complete = manifest.get("fingerprint", {}).get("value") == summary.get("fingerprint") and \
+        sorted(f["name"] for f in manifest.get("files", [])) == sorted(parts) and manifest["file_count"] == len(parts)
+    passed = run["state"] == "success" and complete
+    battery.record("Stack Hub (Azurite) stopped during validation, then started", KIND,
+                   "bounded retries, then success; the manifest lists every part (none partial)",
+                   f"validate_partition {ti_during['state']} during a {outage:.0f} s outage, then {ti['state']} "
+                   f"after {ti['try_number']} tries; run {run['state']}; manifest complete: {complete}", passed)
+    assert passed, (run["state"], ti, manifest.get("files", [])[:3], parts[:3])
+
+
+def test_registry_down_during_push_then_up(airflow, battery, registry):
+    from devstack.base import StackContext
+
+    date = fresh_partition("2026-11-27")
+    run_id = trigger(airflow, date)
+    wait_task(airflow, run_id, "build_image", {"success"}, timeout=900)
+    StackContext().stop("registry")
+    try:
+        ti_down = wait_task(airflow, run_id, "push_image", {"up_for_retry", "failed"}, timeout=300)
+    finally:
+        devstack_up()
+    run = airflow.wait_run(DAG_ID, run_id, timeout=900)
+    pushed = airflow.xcom(DAG_ID, run_id, "push_image") if run["state"] == "success" else {}
+    version = (airflow.xcom(DAG_ID, run_id, "register_model") or {}).get("version")
+    digest = (pushed.get("image") or "@").split("@")[-1]
+    tags = registry.tags(MODEL_NAME)
+    fp_tag = f"fp-{(airflow.xcom(DAG_ID, run_id, 'validate_partition') or {}).get('fingerprint', '')[:12]}"
+    ours = {t: registry.digest(MODEL_NAME, t) for t in tags if t in (version, fp_tag)}
+    passed = run["state"] == "success" and bool(digest) and set(ours.values()) == {digest} and len(ours) == 2
+    battery.record("registry down during push, then up", KIND,
+                   "the retry pushes; the registry's digest is the pushed one; no dangling tag",
+                   f"push_image {ti_down['state']} while down, run {run['state']}; tags {sorted(ours)} -> "
+                   f"{sorted({d[:19] for d in ours.values()})}; pushed {digest[:19]}", passed)
+    assert passed, (run["state"], pushed, ours)
+
+
+def test_edge_vm_sshd_down_fails_readiness_naming_the_check(airflow, battery, admin):
+    from devstack.base import StackContext
+
+    date = "2026-11-17"
+    puts = admin.requests()["counts"].get("PUT job", 0)
+    StackContext().stop("edge-vm-sshd")
+    try:
+        run_id = trigger(airflow, date)
+        ti = wait_task(airflow, run_id, "check_edge_vm", {"up_for_retry", "failed"}, timeout=300)
+        end_run(airflow, run_id)
+    finally:
+        devstack_up()
+    log = task_log(airflow, run_id, "check_edge_vm")
+    submitted = admin.requests()["counts"].get("PUT job", 0) - puts
+    names_check = "reachable" in log and "edgevm.local.azurestack.external" in log
+    passed = names_check and submitted == 0
+    errors = [line for line in log.splitlines() if "Error" in line][-1:]
+    battery.record("edge VM sshd down", KIND, "check_edge_vm fails naming the check and the host; no AML job",
+                   f"check_edge_vm {ti['state']}; AML job submissions {submitted}; "
+                   f"error: {(errors[0] if errors else 'none')[:150]}", passed)
+    assert passed, (submitted, log[-2000:])
+
+
+def test_manual_run_beside_a_backfill_of_the_same_day(airflow, battery, ml_client, registry):
+    since = time.time()
+    from tests.e2e.support import (
+        backfill_runs,
+        partition_key,
+        wait_backfill,
+        wait_backfills_closed,
+    )
+
+    days = [fresh_partition("2026-11-28"), fresh_partition("2026-11-29")]
+    wait_backfills_closed(airflow)
+    airflow.airflow("backfill", "create", "--dag-id", DAG_ID, "--from-date", days[0], "--to-date", days[-1])
+    wait_for(lambda: backfill_runs(airflow, {partition_key(days[0])}), 120, "the backfill's run of the day")
+    manual = trigger(airflow, days[0])
+    runs = wait_backfill(airflow, {partition_key(d) for d in days})
+    manual_run = airflow.wait_run(DAG_ID, manual, timeout=900)
+    wait_backfills_closed(airflow)
+    jobs = [j for j in jobs_of(ml_client, days[0], since) if status_of(j) == "Completed"]
+    versions = versions_of(ml_client, days[0], since)
+    images = [t for t in registry.tags(MODEL_NAME) if t in {v.version for v in versions}]
+    states = [runs[partition_key(days[0])]["state"], manual_run["state"]]
+    passed = states == ["success", "success"] and len(jobs) == 1 and len(versions) == 1 and len(images) == 1
+    battery.record("a manual run of a day beside a backfill that includes it", KIND,
+                   "both runs succeed; one job, one model version, one image for the day",
+                   f"runs {states}; jobs {len(jobs)}; versions {len(versions)}; images {len(images)}", passed)
+    assert passed, (states, [j.name for j in jobs], [v.version for v in versions], images)
