@@ -48,12 +48,12 @@ test-unit: install
 
 # Brings the stack up, runs the whole suite, and always stops what it started.
 test: install
-	bash devstack/run-tests.sh
+	EDGE_TEST_COMMAND="make test" bash devstack/run-tests.sh
 
 # The reliability and security battery alone: faults injected through the real scheduler, triggerer and
 # executor, bad inputs through the DAG, security scans. Writes tests/faults/results.json (make test runs it too).
 faults: install
-	bash devstack/run-tests.sh tests/faults
+	EDGE_TEST_COMMAND="make faults" bash devstack/run-tests.sh tests/faults
 
 demo: install
 	$(PY) -m devstack.demo up $(PARTITION)

@@ -11,9 +11,11 @@ tests/faults/results.json and printed as one table.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import random
 import subprocess
+import sys
 import time
 import urllib.parse
 from collections import Counter, defaultdict
@@ -71,7 +73,8 @@ def battery(airflow, stack_env):
     yield BATTERY
     totals = count_totals(stack_env, BATTERY)
     document = {
-        "command": "make faults",
+        # Which command ran the battery (set by the Makefile), else the pytest command line.
+        "command": os.environ.get("EDGE_TEST_COMMAND") or " ".join(["pytest", *sys.argv[1:]]),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} ({platform.machine()}, Python {platform.python_version()})",
         "cases": [asdict(c) for c in BATTERY.cases],

@@ -135,6 +135,45 @@ def test_clearing_the_waiting_task_reattaches_to_the_same_job(airflow, battery, 
     assert passed, (run["state"], [j.name for j in jobs], job, result)
 
 
+def test_training_script_failure_surfaces_the_jobs_own_error(airflow, battery, ml_client, stack_env, registry):
+    """Data the validator cannot see: the right columns, but every row has the same label."""
+    since = time.time()
+    from tests.e2e.support import stackhub_container
+
+    date = "2026-11-16"
+    BATTERY.dates.add(date)
+    container = stackhub_container(stack_env)
+    prefix = f"telemetry/date={date}/"
+    for blob in container.list_blobs(name_starts_with=prefix):
+        container.delete_blob(blob.name)
+    rows = [f"dev-{i},2026-11-16T00:00:00,21.5,0.3,101.2,1500,{i},0" for i in range(200)]
+    header = "device_id,timestamp,temperature_c,vibration_mm_s,pressure_kpa,rpm,runtime_hours,failure\n"
+    container.upload_blob(prefix + "part-00000.csv", (header + "\n".join(rows)).encode(), overwrite=True)
+    container.upload_blob(prefix + "_SUCCESS", b"", overwrite=True)
+
+    run_id = trigger(airflow, date)
+    try:
+        ti = wait_task(airflow, run_id, "submit_training", {"up_for_retry", "failed"}, timeout=600)
+    finally:
+        end_run(airflow, run_id)
+    log = task_log(airflow, run_id, "submit_training")
+    jobs = jobs_of(ml_client, date, since)
+    job_error = ml_client.jobs._runs_operations.get_run_details(jobs[0].name).error.error.message if jobs else ""
+    # The job's own words: the training script's last log lines, carried in the AML error and the task log.
+    own_words = "exactly two classes" in job_error
+    versions = versions_of(ml_client, date, since)
+    # The script's own message reaches the task log (the streamed job log and the exception).
+    in_task_log = "AzureMLJobFailedError" in log and "exactly two classes" in log
+    passed = (ti["state"] in ("up_for_retry", "failed") and jobs and status_of(jobs[0]) == "Failed" and own_words
+              and in_task_log and not versions)
+    battery.record("the training script fails on data the validator cannot see", KIND,
+                   "task fails with the job's own error in the log and the exception; no model, no image",
+                   f"submit_training {ti['state']}; job {status_of(jobs[0]) if jobs else None}; "
+                   f"the script's error in the task log: {in_task_log}; "
+                   f"model versions {len(versions)}", passed)
+    assert passed, (ti["state"], job_error[-500:], log[-3000:])
+
+
 def test_job_timeout_and_execution_timeout_both_cancel_the_job(airflow, battery, admin, ml_client, stack_env):
     since = time.time()
     from tests.conftest import TRAINING_TASK_TIMEOUT_MINUTES
@@ -251,43 +290,6 @@ def test_aml_throttling_errors_and_slow_answers_are_ridden_out(airflow, battery,
                    f"run {run['state']}; {len(injected)} faults served ({len(faults)} kinds); jobs {len(jobs)}; "
                    f"versions {len(versions)}; images {len(tags)}", passed)
     assert passed, (run["state"], injected[:5], [j.name for j in jobs], [v.version for v in versions], tags)
-
-
-def test_training_script_failure_surfaces_the_jobs_own_error(airflow, battery, ml_client, stack_env, registry):
-    """Data the validator cannot see: the right columns, but every row has the same label."""
-    since = time.time()
-    from tests.e2e.support import stackhub_container
-
-    date = "2026-11-16"
-    BATTERY.dates.add(date)
-    container = stackhub_container(stack_env)
-    prefix = f"telemetry/date={date}/"
-    for blob in container.list_blobs(name_starts_with=prefix):
-        container.delete_blob(blob.name)
-    rows = [f"dev-{i},2026-11-16T00:00:00,21.5,0.3,101.2,1500,{i},0" for i in range(200)]
-    header = "device_id,timestamp,temperature_c,vibration_mm_s,pressure_kpa,rpm,runtime_hours,failure\n"
-    container.upload_blob(prefix + "part-00000.csv", (header + "\n".join(rows)).encode(), overwrite=True)
-    container.upload_blob(prefix + "_SUCCESS", b"", overwrite=True)
-
-    run_id = trigger(airflow, date)
-    try:
-        ti = wait_task(airflow, run_id, "submit_training", {"up_for_retry", "failed"}, timeout=600)
-    finally:
-        end_run(airflow, run_id)
-    log = task_log(airflow, run_id, "submit_training")
-    jobs = jobs_of(ml_client, date, since)
-    job_error = ml_client.jobs._runs_operations.get_run_details(jobs[0].name).error.error.message if jobs else ""
-    # The job's own words: the training script's last log lines, carried in the AML error and the task log.
-    own_words = "exactly two classes" in job_error
-    versions = versions_of(ml_client, date, since)
-    passed = (ti["state"] in ("up_for_retry", "failed") and jobs and status_of(jobs[0]) == "Failed" and own_words
-              and "AzureMLJobFailedError" in log and job_error.splitlines()[-1][:60] in log and not versions)
-    battery.record("the training script fails on data the validator cannot see", KIND,
-                   "task fails with the job's own error in the log and the exception; no model, no image",
-                   f"submit_training {ti['state']}; job {status_of(jobs[0]) if jobs else None}; "
-                   f"error in task log: {job_error.splitlines()[-1][:60] in log if job_error else False}; "
-                   f"model versions {len(versions)}", passed)
-    assert passed, (ti["state"], job_error[-500:], log[-3000:])
 
 
 def test_stack_hub_stopped_during_validation_then_started(airflow, battery, stack_env):
