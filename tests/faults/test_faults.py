@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from tests.e2e.support import DAG_ID, MODEL_NAME
 from tests.faults.conftest import (
@@ -44,6 +46,17 @@ def start_slow_run(airflow, admin, date: str, hold_s: int, conf: dict | None = N
     fresh_partition(date)
     admin.add_fault(job_route(date), "slow_job", delay=hold_s)
     return trigger(airflow, date, conf=conf)
+
+
+@contextmanager
+def deferred_slow_run(airflow, admin, date: str, hold_s: int) -> Iterator[str]:
+    """A run of ``date`` whose job works ``hold_s`` s longer, yielded once submit_training is deferred."""
+    run_id = start_slow_run(airflow, admin, date, hold_s)
+    try:
+        wait_task(airflow, run_id, "submit_training", {"deferred"}, timeout=300)
+        yield run_id
+    finally:
+        admin.clear_faults()
 
 
 def running_job(ml_client, date: str, since: float, timeout: float = 300):
@@ -116,16 +129,12 @@ def test_marking_the_waiting_task_or_its_run_failed_cancels_the_job(airflow, bat
 def test_clearing_the_waiting_task_reattaches_to_the_same_job(airflow, battery, admin, ml_client):
     since = time.time()
     date = "2026-11-10"
-    run_id = start_slow_run(airflow, admin, date, 30)
-    try:
-        wait_task(airflow, run_id, "submit_training", {"deferred"}, timeout=300)
+    with deferred_slow_run(airflow, admin, date, 30) as run_id:
         job = running_job(ml_client, date, since).name
         airflow.api("POST", f"/dags/{DAG_ID}/clearTaskInstances", {
             "dry_run": False, "task_ids": ["submit_training"], "dag_run_id": run_id,
             "only_failed": False, "reset_dag_runs": True, "include_downstream": False})
         run = airflow.wait_run(DAG_ID, run_id, timeout=600)
-    finally:
-        admin.clear_faults()
     jobs = jobs_of(ml_client, date, since)
     result = airflow.xcom(DAG_ID, run_id, "submit_training") if run["state"] == "success" else {}
     passed = run["state"] == "success" and [j.name for j in jobs] == [job] and result.get("job_name") == job
@@ -218,17 +227,13 @@ def log_line_numbers(log: str, job: str) -> list[int]:
 def test_triggerer_killed_mid_wait_loses_and_repeats_no_log_line(airflow, battery, admin, ml_client):
     since = time.time()
     date, hold = "2026-11-13", 30
-    run_id = start_slow_run(airflow, admin, date, hold)
-    try:
-        wait_task(airflow, run_id, "submit_training", {"deferred"}, timeout=300)
+    with deferred_slow_run(airflow, admin, date, hold) as run_id:
         job = running_job(ml_client, date, since).name
         time.sleep(8)  # some lines shown (and their offset stored) before the crash
         airflow.kill("triggerer")
         time.sleep(5)
         airflow.start()  # starts what is not running
         run = airflow.wait_run(DAG_ID, run_id, timeout=600)
-    finally:
-        admin.clear_faults()
     numbers = log_line_numbers(task_log(airflow, run_id, "submit_training"), job)
     lost = sorted(set(range(1, hold + 1)) - set(numbers))
     repeated = len(numbers) - len(set(numbers))
@@ -245,15 +250,11 @@ def test_triggerer_killed_mid_wait_loses_and_repeats_no_log_line(airflow, batter
 def test_scheduler_killed_mid_run_then_restarted(airflow, battery, admin, ml_client):
     since = time.time()
     date = "2026-11-14"
-    run_id = start_slow_run(airflow, admin, date, 20)
-    try:
-        wait_task(airflow, run_id, "submit_training", {"deferred"}, timeout=300)
+    with deferred_slow_run(airflow, admin, date, 20) as run_id:
         airflow.kill("scheduler")
         time.sleep(10)
         airflow.start()
         run = airflow.wait_run(DAG_ID, run_id, timeout=900)
-    finally:
-        admin.clear_faults()
     jobs = jobs_of(ml_client, date, since)
     versions = versions_of(ml_client, date, since)
     passed = run["state"] == "success" and len(jobs) == 1 and len(versions) == 1
