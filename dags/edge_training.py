@@ -130,6 +130,12 @@ with DAG(
             description="AML compute attached for the edge (virtualmachine or kubernetes).",
         ),
         "job_timeout_minutes": Param(120, type="integer", minimum=1, description="Cancel the job after this."),
+        "wait_in_triggerer": Param(
+            True,
+            type="boolean",
+            description="Wait for the AML job in the triggerer (frees the worker slot). False waits in the "
+            "worker, for a deployment without a triggerer.",
+        ),
     },
 ) as dag:
     check_edge_vm = EdgeVMReadinessOperator(
@@ -186,7 +192,7 @@ with DAG(
         force_new_job="{{ params.force_retrain }}",
         job_timeout="{{ params.job_timeout_minutes * 60 }}",
         pool="edge_vm",
-        deferrable=True,
+        deferrable="{{ params.wait_in_triggerer }}",
         # Also bounds the time spent deferred: the operator hands it to the trigger, which cancels the job.
         execution_timeout=TRAINING_TASK_TIMEOUT,
     )

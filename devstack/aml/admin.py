@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -37,11 +38,20 @@ class AmlDoubleAdmin:
         return json.loads(payload) if payload else None
 
     def add_fault(self, route: str, kind: str, **spec: Any) -> dict:
-        """``kind``: 429, 500, 503, delay, or slow_job (``delay`` extra seconds of work on the VM)."""
+        """``kind``: 429, 500, 503, delay, slow_job (``delay`` extra seconds of work on the VM), or
+        job_epilogue (the shell ``command`` runs after the job's own, e.g. to break its outputs)."""
         return self._call("POST", "/_admin/faults", {"route": route, "kind": kind, **spec})["fault"]
 
     def clear_faults(self) -> None:
         self._call("DELETE", "/_admin/faults")
+
+    def remove_fault(self, fault: Mapping[str, Any]) -> None:
+        """Remove one fault (as add_fault returned it), leaving the others' in place."""
+        try:
+            self._call("DELETE", f"/_admin/faults/{fault['id']}")
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:  # already gone
+                raise
 
     @contextmanager
     def injected(self, route: str, kind: str, **spec: Any) -> Iterator[dict]:
@@ -49,7 +59,7 @@ class AmlDoubleAdmin:
         try:
             yield fault
         finally:
-            self.clear_faults()
+            self.remove_fault(fault)
 
     def requests(self) -> dict[str, Any]:
         """``{"counts": {route key: n}, "recent": [{method, path, route, status, ...}]}``."""

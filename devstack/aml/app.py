@@ -68,22 +68,31 @@ class Req:
     params: dict[str, str] = field(default_factory=dict)
     #: A "slow_job" fault picked for this request (only PUT job acts on it).
     hold_s: float | None = None
+    #: A "job_epilogue" fault picked for this request (only PUT job acts on it).
+    epilogue: str | None = None
 
 
 @dataclass
 class Fault:
     route: str
     # "429" | "500" | "503" | "delay"; "slow_job": a job created by this request runs ``delay`` seconds
-    # longer on the VM (its container prints a line a second first), like a long training would.
+    # longer on the VM (its container prints a line a second first), like a long training would;
+    # "job_epilogue": a job created by this request runs the shell ``command`` after its own command
+    # succeeds (to break its outputs, as a buggy training script would).
     kind: str
     share: float = 1.0
     count: int | None = None
     retry_after: float = 1.0
     delay: float = 1.0
+    command: str = ""
     hits: int = 0
+    #: Names the fault for DELETE /_admin/faults/<id> (cases running side by side remove only their own).
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
-FAULT_KINDS = ("429", "500", "503", "delay", "slow_job")
+FAULT_KINDS = ("429", "500", "503", "delay", "slow_job", "job_epilogue")
+#: Kinds that change the job a PUT creates instead of the answer to the request.
+JOB_FAULT_KINDS = ("slow_job", "job_epilogue")
 
 
 class Faults:
@@ -102,9 +111,12 @@ class Faults:
         if not spec.get("route"):
             raise HttpError(400, "BadFault", "fault needs a 'route' (a route key like 'GET job' or a regex on "
                                              "'METHOD /path')")
+        if kind == "job_epilogue" and not str(spec.get("command") or "").strip():
+            raise HttpError(400, "BadFault", "a job_epilogue fault needs a shell 'command' to run after the job's own")
         fault = Fault(route=spec["route"], kind=kind, share=float(spec.get("share", 1.0)),
                       count=None if spec.get("count") is None else int(spec["count"]),
-                      retry_after=float(spec.get("retry_after", 1.0)), delay=float(spec.get("delay", 1.0)))
+                      retry_after=float(spec.get("retry_after", 1.0)), delay=float(spec.get("delay", 1.0)),
+                      command=str(spec.get("command") or ""))
         with self._lock:
             self.faults.append(fault)
         return fault
@@ -112,6 +124,13 @@ class Faults:
     def clear(self) -> None:
         with self._lock:
             self.faults.clear()
+
+    def remove(self, fault_id: str) -> bool:
+        with self._lock:
+            kept = [f for f in self.faults if f.id != fault_id]
+            removed = len(kept) != len(self.faults)
+            self.faults = kept
+        return removed
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -715,6 +734,8 @@ class AmlDouble:
         runtime: dict[str, Any] = {"history": [["NotStarted", time.time()]]}
         if req.hold_s:
             runtime["hold_s"] = req.hold_s
+        if req.epilogue:
+            runtime["epilogue"] = req.epilogue
         job = self.store.create_job(name, spec, "NotStarted", runtime)
         self.runner.submit(name)
         job = self.store.get_job(name)
@@ -914,9 +935,10 @@ class AmlDouble:
                 break
 
         fault = self.faults.pick(key, method, path)
-        hold_s = None
-        if fault is not None and fault.kind == "slow_job":
-            hold_s = fault.delay
+        hold_s = epilogue = None
+        if fault is not None and fault.kind in JOB_FAULT_KINDS:
+            hold_s = fault.delay if fault.kind == "slow_job" else None
+            epilogue = fault.command if fault.kind == "job_epilogue" else None
         elif fault is not None:
             if fault.kind == "delay":
                 await asyncio.sleep(fault.delay)
@@ -956,7 +978,7 @@ class AmlDouble:
             except ValueError:
                 body = None
         req = Req(method=method, path=path, query=query, headers=dict(request.headers), body=body, raw=raw,
-                  params=params, hold_s=hold_s)
+                  params=params, hold_s=hold_s, epilogue=epilogue)
         req.headers["x-original-url"] = str(request.url)
         if self.capture_file:
             with open(self.capture_file, "a") as fh:
@@ -1006,6 +1028,12 @@ class AmlDouble:
                 except ValueError as exc:
                     return JSONResponse({"error": {"code": "BadFault", "message": str(exc)}}, status_code=400)
                 return JSONResponse({"fault": fault.__dict__}, status_code=201)
+        if path.startswith("/_admin/faults/") and method == "DELETE":
+            fault_id = path.rsplit("/", 1)[1]
+            if not self.faults.remove(fault_id):
+                return JSONResponse({"error": {"code": "NoSuchFault", "message": f"no fault {fault_id!r}"}},
+                                    status_code=404)
+            return JSONResponse({"faults": [f.__dict__ for f in self.faults.faults]})
         if path == "/_admin/requests":
             if method == "GET":
                 return JSONResponse({"counts": dict(self.faults.counts), "recent": list(self.faults.recent)})

@@ -279,6 +279,10 @@ class JobRunner:
             # The "slow_job" fault: the job's container first works for hold_s seconds, a log line a second.
             command = (f"for i in $(seq 1 {hold_s}); do echo \"edge-fault: slow job, second $i of {hold_s}\"; "
                        f"sleep 1; done; {command}")
+        epilogue = (job.get("runtime") or {}).get("epilogue")
+        if epilogue:
+            # The "job_epilogue" fault: after the job's own command succeeds, a command that edits its outputs.
+            command = f"{command} && ( {epilogue} )"
 
         artifacts = self._datastore(config.ARTIFACT_DATASTORE)
         env.update({

@@ -69,8 +69,13 @@ class AzureMLTransientError(AzureMLError):
         self.retry_after_s = retry_after_s
 
 
-class EvaluationGateError(AzureMLError):
-    """The quality gate cannot compare: a metric is missing from the new model or the baseline."""
+class EvaluationGateError(AzureMLError, InvalidInputError):
+    """The quality gate cannot compare: a metric is missing or not a number, in the new model or the
+    baseline. The same output gives the same answer, so it fails at once instead of retrying."""
+
+
+class ModelOutputError(AzureMLError, InvalidInputError):
+    """A finished job's output lacks a file the next step needs, or holds it unreadable (not retried)."""
 
 
 class AzureMLJobFailedError(AzureMLError):

@@ -1,4 +1,4 @@
-"""The reliability and security battery: its case recorder, its results file, and shared helpers.
+"""The reliability and security battery's fixtures (its state and helpers are in battery.py).
 
 Every case drives the edge_training DAG through the real scheduler, triggerer and executor of the
 tests' shared Airflow (tests/conftest.py), injects its fault for real (a REST call a person would make,
@@ -11,77 +11,27 @@ tests/faults/results.json and printed as one table.
 from __future__ import annotations
 
 import json
-import os
-import platform
-import random
-import subprocess
-import sys
-import time
-import urllib.parse
-from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
 from devstack.aml.admin import AmlDoubleAdmin
-from devstack.seed import seed_partition
-from tests.e2e.support import DAG_ID, MODEL_NAME, Registry, partition_key
+from tests.faults.battery import (
+    BATTERY,
+    RESULTS,
+    TRAINED_DATE,
+    Battery,
+    TrainingRun,
+    fresh_partition,
+    trigger,
+    write_results,
+)
 from tests.faults.report import results_table
-
-RESULTS = Path(__file__).with_name("results.json")
-REPO = Path(__file__).resolve().parents[2]
-TERMINAL_RUN = ("success", "failed")
-LIVE_JOB_STATUSES = {"NotStarted", "Starting", "Provisioning", "Preparing", "Queued", "Running", "Finalizing",
-                     "CancelRequested", "Completed"}
-ORPHAN_LABELS = ("azureml.job", "org.edge-training.smoke-test")
-
-
-@dataclass
-class Case:
-    name: str
-    kind: str  # fault | bad_input | security
-    expected: str
-    observed: str
-    passed: bool
-
-
-@dataclass
-class Battery:
-    """What the battery's cases found, plus the partitions they trained (for the totals)."""
-
-    cases: list[Case] = field(default_factory=list)
-    dates: set[str] = field(default_factory=set)
-    started: float = field(default_factory=time.time)
-    lost_log_lines: int = 0
-    repeated_log_lines: int = 0
-    leaked_secrets: int = 0
-
-    def record(self, name: str, kind: str, expected: str, observed: str, passed: bool) -> bool:
-        assert kind in ("fault", "bad_input", "security"), kind
-        self.cases = [c for c in self.cases if c.name != name]
-        self.cases.append(Case(name, kind, expected, observed, bool(passed)))
-        return bool(passed)
-
-
-BATTERY = Battery()
 
 
 @pytest.fixture(scope="session")
-def battery(airflow, stack_env):
+def battery(airflow, stack_env) -> Battery:
     yield BATTERY
-    totals = count_totals(stack_env, BATTERY)
-    document = {
-        # Which command ran the battery (set by the Makefile), else the pytest command line.
-        "command": os.environ.get("EDGE_TEST_COMMAND") or " ".join(["pytest", *sys.argv[1:]]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} ({platform.machine()}, Python {platform.python_version()})",
-        "cases": [asdict(c) for c in BATTERY.cases],
-        "totals": totals,
-        "passed": all(c.passed for c in BATTERY.cases) and not any(totals.values()),
-    }
-    RESULTS.write_text(json.dumps(document, indent=2) + "\n")
+    write_results(stack_env)
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -93,52 +43,13 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(line)
 
 
-# -- totals, counted at their sources -----------------------------------------------------------------
+@pytest.fixture(scope="session")
+def trained_partition(airflow, battery) -> TrainingRun:
+    """TRAINED_DATE trained through to its image with every connection right. Started when first asked
+    for (the bad-input cases ask, so it trains while they run); the connection cases wait for it."""
+    date = fresh_partition(TRAINED_DATE)
+    return TrainingRun(date, trigger(airflow, date))
 
-def count_totals(stack_env: dict[str, str], battery: Battery) -> dict[str, int]:
-    from edge_training.hooks.azureml import AzureMLHook
-
-    hook = AzureMLHook(azureml_conn_id="azureml_default")
-    try:
-        ml = hook.get_conn()
-        jobs = [j for d in battery.dates for j in jobs_of(ml, d, since=battery.started)]
-        live = Counter((j.tags["partition"], j.tags.get("data_fingerprint")) for j in jobs
-                       if j.status in LIVE_JOB_STATUSES)
-        versions = [m for d in battery.dates for m in versions_of(ml, d, since=battery.started)]
-    finally:
-        hook.close()
-    per_job = Counter(m.tags.get("job_name") for m in versions)
-    registry = Registry(stack_env)
-    version_job = {m.version: m.tags.get("job_name") for m in versions}
-    images_per_job: dict[str, set[str]] = defaultdict(set)
-    for tag in registry.tags(MODEL_NAME):
-        if tag in version_job:
-            images_per_job[version_job[tag]].add(registry.digest(MODEL_NAME, tag))
-    return {
-        "duplicated_jobs": sum(n - 1 for n in live.values() if n > 1),
-        "duplicated_model_versions": sum(n - 1 for n in per_job.values() if n > 1),
-        "duplicated_images": sum(len(d) - 1 for d in images_per_job.values() if len(d) > 1),
-        "lost_log_lines": battery.lost_log_lines,
-        "leaked_secrets": battery.leaked_secrets,
-        "orphan_containers": len(orphan_containers(stack_env)),
-    }
-
-
-def orphan_containers(stack_env: dict[str, str]) -> list[str]:
-    """Job and smoke-test containers left on the VM's Docker (none may outlive its job or test)."""
-    import docker
-
-    client = docker.DockerClient(base_url=stack_env["EDGE_DOCKER_HOST"], version="auto")
-    try:
-        found = []
-        for label in ORPHAN_LABELS:
-            found += [c.name for c in client.containers.list(all=True, filters={"label": label})]
-        return found
-    finally:
-        client.close()
-
-
-# -- driving runs ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def admin(stack_env) -> AmlDoubleAdmin:
@@ -146,85 +57,3 @@ def admin(stack_env) -> AmlDoubleAdmin:
     admin.clear_faults()
     return admin
 
-
-def fresh_partition(date: str) -> str:
-    """New data for ``date`` (a new fingerprint, so the run trains a new job); returns the date."""
-    seed_partition(date, rows=1500 + random.randrange(3000))
-    BATTERY.dates.add(date)
-    return date
-
-
-def quoted(run_id: str) -> str:
-    return urllib.parse.quote(run_id, safe="")
-
-
-def trigger(airflow, date: str | None, *, conf: dict | None = None, key: str | None = None) -> str:
-    run_id = f"faults__{date or 'key'}__{time.time_ns()}"
-    airflow.trigger(DAG_ID, partition_key=key or partition_key(date), run_id=run_id, conf=conf)
-    return run_id
-
-
-def wait_task(airflow, run_id: str, task_id: str, states: set[str], timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    ti: dict = {}
-    while time.monotonic() < deadline:
-        ti = airflow.task_instances(DAG_ID, run_id).get(task_id, {})
-        if ti.get("state") in states:
-            return ti
-        run = airflow.api("GET", f"/dags/{DAG_ID}/dagRuns/{quoted(run_id)}")
-        if run["state"] in TERMINAL_RUN and ti.get("state") not in states:
-            raise AssertionError(f"run {run_id} ended {run['state']} before {task_id} was {states}: "
-                                 f"{task_id} is {ti.get('state')}")
-        time.sleep(0.5)
-    raise AssertionError(f"{task_id} of {run_id} not in {states} after {timeout:.0f}s (is {ti.get('state')})")
-
-
-def task_log(airflow, run_id: str, task_id: str) -> str:
-    ti = airflow.task_instances(DAG_ID, run_id)[task_id]
-    return "\n".join(airflow.task_log(DAG_ID, run_id, task_id, n) for n in range(1, (ti["try_number"] or 1) + 1))
-
-
-def created_since(item, since: float) -> bool:
-    created = getattr(getattr(item, "creation_context", None), "created_at", None)
-    return created is not None and created.timestamp() >= since - 1
-
-
-def jobs_of(ml_client, date: str, since: float = 0.0) -> list:
-    """The DAG's AML jobs for one partition, created at or after ``since`` (epoch seconds)."""
-    return [j for j in ml_client.jobs.list()
-            if (j.tags or {}).get("partition") == date and (j.tags or {}).get("dag_id") == DAG_ID
-            and created_since(j, since)]
-
-
-def versions_of(ml_client, date: str, since: float = 0.0) -> list:
-    """The model's versions for one partition, registered at or after ``since``."""
-    from azure.core.exceptions import ResourceNotFoundError
-
-    try:
-        return [m for m in ml_client.models.list(name=MODEL_NAME)
-                if (m.tags or {}).get("partition") == date and created_since(m, since)]
-    except ResourceNotFoundError:
-        return []
-
-
-def job_route(date: str) -> str:
-    """A fault route that matches only the job PUTs of one partition (job names carry the date)."""
-    return rf"^PUT .*/jobs/{DAG_ID}-{date}-"
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"not within {timeout:.0f}s: {what}")
-
-
-def devstack_up() -> None:
-    """Bring back what a case stopped: `python -m devstack up` starts only what is not running."""
-    proc = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "devstack", "up"], cwd=str(REPO),
-                          capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise AssertionError(f"devstack up failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}")

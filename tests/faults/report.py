@@ -24,6 +24,10 @@ def results_table(document: dict) -> list[str]:
                      f"{'yes' if c['passed'] else '**NO**'} |")
     lines += ["", "| total (counted at the source) | count |", "| --- | --- |"]
     lines += [f"| {name} | {count} |" for name, count in document["totals"].items()]
+    if document.get("counted"):
+        c = document["counted"]
+        lines += ["", f"Counted over {c['partitions']} partitions the battery trained: {c['jobs']} AML jobs, "
+                      f"{c['model_versions']} model versions, {c['images']} images."]
     lines += ["", f"`{document['command']}` on {document['machine']}, {document['date']}."]
     return lines
 

@@ -8,15 +8,20 @@ cases do not slow each other.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from tests.e2e.support import DAG_ID, MODEL_NAME
-from tests.faults.conftest import (
+from tests.faults.battery import (
     BATTERY,
+    TRAINED_DATE,
     devstack_up,
+    end_run,
     fresh_partition,
     job_route,
     jobs_of,
@@ -42,21 +47,29 @@ def job_containers(stack_env, job_name: str) -> list[str]:
         client.close()
 
 
-def start_slow_run(airflow, admin, date: str, hold_s: int, conf: dict | None = None) -> str:
-    fresh_partition(date)
-    admin.add_fault(job_route(date), "slow_job", delay=hold_s)
-    return trigger(airflow, date, conf=conf)
+@contextmanager
+def slow_runs(airflow, admin, holds: dict[str, int], conf: dict | None = None) -> Iterator[dict[str, str]]:
+    """A run of each date (new data) whose job works ``holds[date]`` s longer on the VM; yields
+    {date: run_id}. Removes only its own faults, so cases beside it keep theirs."""
+    faults = []
+    try:
+        runs = {}
+        for date, hold_s in holds.items():
+            fresh_partition(date)
+            faults.append(admin.add_fault(job_route(date), "slow_job", delay=hold_s))
+            runs[date] = trigger(airflow, date, conf=conf)
+        yield runs
+    finally:
+        for fault in faults:
+            admin.remove_fault(fault)
 
 
 @contextmanager
 def deferred_slow_run(airflow, admin, date: str, hold_s: int) -> Iterator[str]:
     """A run of ``date`` whose job works ``hold_s`` s longer, yielded once submit_training is deferred."""
-    run_id = start_slow_run(airflow, admin, date, hold_s)
-    try:
-        wait_task(airflow, run_id, "submit_training", {"deferred"}, timeout=300)
-        yield run_id
-    finally:
-        admin.clear_faults()
+    with slow_runs(airflow, admin, {date: hold_s}) as runs:
+        wait_task(airflow, runs[date], "submit_training", {"deferred"}, timeout=300)
+        yield runs[date]
 
 
 def running_job(ml_client, date: str, since: float, timeout: float = 300):
@@ -87,19 +100,13 @@ def statuses_reached(ml_client, acted: dict[str, float], wanted: str, timeout: f
     return found
 
 
-def end_run(airflow, run_id: str) -> None:
-    """Stop a run whose outcome the case has seen (as a person would, through the API)."""
-    run = airflow.api("GET", f"/dags/{DAG_ID}/dagRuns/{quoted(run_id)}")
-    if run["state"] not in ("success", "failed"):
-        airflow.api("PATCH", f"/dags/{DAG_ID}/dagRuns/{quoted(run_id)}", {"state": "failed"})
-
-
 def test_marking_the_waiting_task_or_its_run_failed_cancels_the_job(airflow, battery, admin, ml_client,
                                                                      stack_env):
     since = time.time()
     dates = {"task": "2026-11-08", "run": "2026-11-09"}
-    runs = {how: start_slow_run(airflow, admin, date, 90) for how, date in dates.items()}
-    try:
+    # Jobs that would work for 10 minutes: only the cancel ends them.
+    with slow_runs(airflow, admin, {date: 600 for date in dates.values()}) as by_date:
+        runs = {how: by_date[date] for how, date in dates.items()}
         jobs = {}
         for how, run_id in runs.items():
             wait_task(airflow, run_id, "submit_training", {"deferred"}, timeout=300)
@@ -113,8 +120,6 @@ def test_marking_the_waiting_task_or_its_run_failed_cancels_the_job(airflow, bat
         acted[jobs["run"]] = time.monotonic()
         reached = statuses_reached(ml_client, acted, "Canceled", 60)
         outcomes = {how: reached[jobs[how]] for how in runs}
-    finally:
-        admin.clear_faults()
     for how, (status, seconds) in outcomes.items():
         left = job_containers(stack_env, jobs[how])
         passed = status == "Canceled" and seconds <= CANCEL_BOUND_S and not left
@@ -126,10 +131,85 @@ def test_marking_the_waiting_task_or_its_run_failed_cancels_the_job(airflow, bat
     assert not any(job_containers(stack_env, name) for name in jobs.values())
 
 
+def test_waiting_in_the_worker_mark_failed_cancels_and_a_killed_task_resumes_its_job(airflow, battery, admin,
+                                                                                     ml_client, stack_env):
+    """The same promises when the run waits in the worker (``wait_in_triggerer`` false): marking the task
+    failed kills it and its ``on_kill`` cancels the job; a SIGKILLed task process is retried and the
+    retry follows the job it had submitted."""
+    since = time.time()
+    # The kill first, as soon as its job runs; the job marked failed works long enough to wait for it.
+    dates = {"sigkill": "2026-11-25", "mark_failed": "2026-11-24"}
+    holds = {"sigkill": 45, "mark_failed": 600}
+    in_worker = {"wait_in_triggerer": False}
+    with slow_runs(airflow, admin, {dates[how]: holds[how] for how in dates}, conf=in_worker) as by_date:
+        runs = {how: by_date[date] for how, date in dates.items()}
+        jobs = {}
+        for how, run_id in runs.items():
+            wait_task(airflow, run_id, "submit_training", {"running"}, timeout=300)
+            jobs[how] = running_job(ml_client, dates[how], since).name
+            if how == "sigkill":
+                os.kill(int(airflow.task_instances(DAG_ID, run_id)["submit_training"]["pid"]), signal.SIGKILL)
+        airflow.api("PATCH", f"/dags/{DAG_ID}/dagRuns/{quoted(runs['mark_failed'])}/taskInstances/submit_training",
+                    {"new_state": "failed"})
+        marked = time.monotonic()
+        reached = statuses_reached(ml_client, {jobs["mark_failed"]: marked}, "Canceled", 60)
+        status, seconds = reached[jobs["mark_failed"]]
+        killed_run = airflow.wait_run(DAG_ID, runs["sigkill"], timeout=900)
+    left = job_containers(stack_env, jobs["mark_failed"])
+    passed = status == "Canceled" and seconds <= CANCEL_BOUND_S and not left
+    battery.record("submit_training waiting in the worker marked failed through the REST API", KIND,
+                   f"the task process is killed and its on_kill cancels the AML job within {CANCEL_BOUND_S} s; "
+                   "no container left",
+                   f"job {status} after {seconds:.1f} s; containers left: {left or 'none'}", passed)
+    killed_jobs = jobs_of(ml_client, dates["sigkill"], since)
+    ti = airflow.task_instances(DAG_ID, runs["sigkill"])["submit_training"]
+    result = airflow.xcom(DAG_ID, runs["sigkill"], "submit_training") if killed_run["state"] == "success" else {}
+    resumed = (killed_run["state"] == "success" and [j.name for j in killed_jobs] == [jobs["sigkill"]]
+               and ti["try_number"] >= 2 and result.get("job_name") == jobs["sigkill"])
+    battery.record("task process SIGKILLed while waiting in the worker", KIND,
+                   "the retry follows the same AML job; run completes; one job",
+                   f"run {killed_run['state']}; submit_training succeeded on try {ti['try_number']}; "
+                   f"jobs {[f'{j.name} {status_of(j)}' for j in killed_jobs]}", resumed)
+    assert passed, (status, seconds, left)
+    assert resumed, (killed_run["state"], ti, [j.name for j in killed_jobs], jobs["sigkill"], result)
+
+
+def test_aml_double_restarted_mid_job(airflow, battery, admin, ml_client):
+    """The AML service goes away and comes back while the trigger follows a job: it rides the outage out,
+    and the double picks its running job up again."""
+    from devstack.base import StackContext
+
+    since = time.time()
+    date, hold = "2026-11-26", 30
+    with deferred_slow_run(airflow, admin, date, hold) as run_id:
+        job = running_job(ml_client, date, since).name
+        time.sleep(5)
+        StackContext().stop("aml-double")
+        stopped = time.monotonic()
+        time.sleep(5)
+        devstack_up()
+        outage = time.monotonic() - stopped
+        run = airflow.wait_run(DAG_ID, run_id, timeout=900)
+    jobs = jobs_of(ml_client, date, since)
+    versions = versions_of(ml_client, date, since)
+    numbers = log_line_numbers(task_log(airflow, run_id, "submit_training"), job)
+    lost = sorted(set(range(1, hold + 1)) - set(numbers))
+    repeated = len(numbers) - len(set(numbers))
+    BATTERY.lost_log_lines += len(lost)
+    BATTERY.repeated_log_lines += repeated
+    passed = run["state"] == "success" and [j.name for j in jobs] == [job] and len(versions) == 1 and not lost
+    battery.record("AML double restarted mid-job", KIND,
+                   f"run completes; one job, one model version; all {hold} job log lines in the task log",
+                   f"run {run['state']} after a {outage:.0f} s outage; "
+                   f"jobs {[f'{j.name} {status_of(j)}' for j in jobs]}; "
+                   f"versions {len(versions)}; lines lost {len(lost)}, repeated {repeated}", passed)
+    assert passed, (run["state"], [j.name for j in jobs], job, [v.version for v in versions], lost, repeated)
+
+
 def test_clearing_the_waiting_task_reattaches_to_the_same_job(airflow, battery, admin, ml_client):
     since = time.time()
     date = "2026-11-10"
-    with deferred_slow_run(airflow, admin, date, 30) as run_id:
+    with deferred_slow_run(airflow, admin, date, 45) as run_id:
         job = running_job(ml_client, date, since).name
         airflow.api("POST", f"/dags/{DAG_ID}/clearTaskInstances", {
             "dry_run": False, "task_ids": ["submit_training"], "dag_run_id": run_id,
@@ -144,7 +224,7 @@ def test_clearing_the_waiting_task_reattaches_to_the_same_job(airflow, battery, 
     assert passed, (run["state"], [j.name for j in jobs], job, result)
 
 
-def test_training_script_failure_surfaces_the_jobs_own_error(airflow, battery, ml_client, stack_env, registry):
+def test_training_script_failure_surfaces_the_jobs_own_error(airflow, battery, ml_client, stack_env):
     """Data the validator cannot see: the right columns, but every row has the same label."""
     since = time.time()
     from tests.e2e.support import stackhub_container
@@ -191,21 +271,24 @@ def test_job_timeout_and_execution_timeout_both_cancel_the_job(airflow, battery,
         "job_timeout": ("2026-11-11", {"job_timeout_minutes": 1}, "job timeout"),
         "execution_timeout": ("2026-11-12", None, "execution_timeout"),
     }
-    runs = {name: start_slow_run(airflow, admin, date, 600, conf) for name, (date, conf, _) in cases.items()}
     tis: dict[str, dict] = {}
+    runs: dict[str, str] = {}
     try:
-        def first_try_ended():
-            for name, run_id in runs.items():
-                ti = airflow.task_instances(DAG_ID, run_id)["submit_training"]
-                if name not in tis and ti["state"] in ("up_for_retry", "failed"):
-                    tis[name] = ti
-                    end_run(airflow, run_id)  # the case is the first try; no retry needed
-            return len(tis) == len(runs)
-        wait_for(first_try_ended, 600, "both timed-out tries to end", interval=1)
+        with ExitStack() as faults:  # in place until both first tries end (a retry is never started)
+            for name, (date, conf, _) in cases.items():
+                runs[name] = faults.enter_context(slow_runs(airflow, admin, {date: 600}, conf=conf))[date]
+
+            def first_try_ended():
+                for name, run_id in runs.items():
+                    ti = airflow.task_instances(DAG_ID, run_id)["submit_training"]
+                    if name not in tis and ti["state"] in ("up_for_retry", "failed"):
+                        tis[name] = ti
+                        end_run(airflow, run_id)  # the case is the first try; no retry needed
+                return len(tis) == len(runs)
+            wait_for(first_try_ended, 900, "both timed-out tries to end", interval=1)
     finally:
         for run_id in runs.values():
             end_run(airflow, run_id)
-        admin.clear_faults()
     for name, (date, _, says) in cases.items():
         jobs = jobs_of(ml_client, date, since)
         log = task_log(airflow, runs[name], "submit_training")
@@ -280,7 +363,8 @@ def test_aml_throttling_errors_and_slow_answers_are_ridden_out(airflow, battery,
         run = airflow.wait_run(DAG_ID, run_id, timeout=900)
         injected = [r for r in admin.requests()["recent"] if r.get("injected")]
     finally:
-        admin.clear_faults()
+        for fault in faults:
+            admin.remove_fault(fault)
     jobs = jobs_of(ml_client, date, since)
     versions = versions_of(ml_client, date, since)
     tags = [t for t in registry.tags(MODEL_NAME) if t in {v.version for v in versions}]
@@ -355,7 +439,7 @@ def test_registry_down_during_push_then_up(airflow, battery, registry):
 def test_edge_vm_sshd_down_fails_readiness_naming_the_check(airflow, battery, admin):
     from devstack.base import StackContext
 
-    date = "2026-11-17"
+    date = TRAINED_DATE
     puts = admin.requests()["counts"].get("PUT job", 0)
     StackContext().stop("edge-vm-sshd")
     try:
@@ -372,6 +456,40 @@ def test_edge_vm_sshd_down_fails_readiness_naming_the_check(airflow, battery, ad
     battery.record("edge VM sshd down", KIND, "check_edge_vm fails naming the check and the host; no AML job",
                    f"check_edge_vm {ti['state']}; AML job submissions {submitted}; "
                    f"error: {(errors[0] if errors else 'none')[:150]}", passed)
+    assert passed, (submitted, log[-2000:])
+
+
+def dockerd_pid() -> int:
+    from devstack.base import StackContext
+
+    pid = StackContext().running_pid("dockerd")
+    if pid is None:  # an engine the stack found running and does not own
+        found = subprocess.run(["pgrep", "-xo", "dockerd"], capture_output=True, text=True).stdout.split()
+        pid = int(found[0]) if found else None
+    assert pid, "no dockerd process found to freeze"
+    return pid
+
+
+def test_docker_not_answering_on_the_vm_fails_readiness_naming_the_check(airflow, battery, admin):
+    """dockerd frozen (SIGSTOP): its socket accepts connections but nothing answers, as a hung daemon does."""
+    date = TRAINED_DATE
+    puts = admin.requests()["counts"].get("PUT job", 0)
+    pid = dockerd_pid()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        run_id = trigger(airflow, date)
+        ti = wait_task(airflow, run_id, "check_edge_vm", {"up_for_retry", "failed"}, timeout=300)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    end_run(airflow, run_id)
+    log = task_log(airflow, run_id, "check_edge_vm")
+    submitted = admin.requests()["counts"].get("PUT job", 0) - puts
+    names_check = "docker_daemon" in log and "did not answer: timed out" in log
+    passed = names_check and submitted == 0
+    said = next((line.strip() for line in log.splitlines() if "did not answer" in line), "none")
+    battery.record("Docker not answering on the edge VM", KIND,
+                   "check_edge_vm fails naming the docker_daemon check and the timeout; no AML job",
+                   f"check_edge_vm {ti['state']}; AML job submissions {submitted}; says: {said[:150]}", passed)
     assert passed, (submitted, log[-2000:])
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from devstack.aml import config as aml_config
 from tests.e2e.support import DAG_ID, MODEL_NAME, stackhub_container
-from tests.faults.conftest import BATTERY, REPO, jobs_of, quoted
+from tests.faults.battery import BATTERY, REPO, jobs_of, quoted
 
 KIND = "security"
 STATE = REPO / ".devstack"

@@ -68,3 +68,15 @@ def test_a_hard_error_is_not_retried(stack_env, admin):
     assert "not found" in event["message"]
     with AzureMLHook() as hook:
         assert hook.find_job(trigger.job_name) is None
+
+
+def test_removing_one_fault_leaves_the_others_in_place(admin):
+    """Cases that run side by side each remove only their own fault."""
+    first = admin.add_fault(r"^PUT .*/jobs/side-by-side-a-", "slow_job", delay=5)
+    second = admin.add_fault(r"^PUT .*/jobs/side-by-side-b-", "job_epilogue", command="true")
+    admin.remove_fault(first)
+    left = admin._call("GET", "/_admin/faults")["faults"]
+    assert [(f["id"], f["kind"], f["command"]) for f in left] == [(second["id"], "job_epilogue", "true")]
+    admin.remove_fault(first)  # already gone: not an error
+    with pytest.raises(Exception, match="400"):
+        admin.add_fault("PUT job", "job_epilogue")  # an epilogue needs its command

@@ -115,12 +115,22 @@ def test_gate_better_model_passes():
     [
         ({"accuracy": 0.9}, None, "expected metric 'roc_auc', found only ['accuracy']"),
         ({"roc_auc": "n/a"}, None, "must be a number"),
+        ({"roc_auc": float("nan")}, None, "metric 'roc_auc' must be a number, found NaN"),
         ({"roc_auc": 0.9}, {"accuracy": 0.9}, "baseline model version 4"),
     ],
 )
 def test_gate_refuses_missing_metrics(new, base, message):
     with pytest.raises(EvaluationGateError, match=message.replace("[", r"\[").replace("]", r"\]")):
         gate_decision(new_metrics=new, baseline_metrics=base, baseline_version="4", metric="roc_auc", tolerance=0.0)
+
+
+def test_gate_errors_fail_at_once_instead_of_retrying():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from edge_training.exceptions import ModelOutputError
+
+    assert issubclass(EvaluationGateError, AirflowFailException)
+    assert issubclass(ModelOutputError, AirflowFailException)
 
 
 def test_gate_refuses_negative_tolerance():

@@ -45,7 +45,15 @@ def test_runs_are_keyed_by_daily_partition(dag):
 def test_training_is_bounded_by_the_edge_vm_pool_and_deferrable(dag):
     submit = dag.get_task("submit_training")
     assert submit.pool == "edge_vm"
-    assert submit.deferrable is True
+    # Deferrable unless a run asks to wait in the worker (the fault battery runs that path).
+    from jinja2 import Template
+
+    from edge_training.operators.azureml import as_bool
+
+    assert dag.params["wait_in_triggerer"] is True
+    for wait_in_triggerer in (True, False):
+        rendered = Template(submit.deferrable).render(params={"wait_in_triggerer": wait_in_triggerer})
+        assert as_bool(rendered) is wait_in_triggerer
     assert dag.get_task("register_model").outlets, "register_model must emit the model asset"
     assert dag.get_task("register_model").pool == "edge_model_registry"
 

@@ -28,6 +28,7 @@ from edge_training.exceptions import (
     AzureMLConnectionError,
     AzureMLError,
     AzureMLTransientError,
+    ModelOutputError,
     ModelRegistrationError,
 )
 
@@ -917,16 +918,16 @@ class AzureMLHook(BaseHook):
             folder = self.download_job_output(name, output_name, tmp)
             matches = sorted(folder.rglob(file_name))
             if not matches:
-                raise AzureMLError(
+                raise ModelOutputError(
                     f"AML job {name!r}: expected {file_name} in output {output_name!r}, found "
                     f"{sorted(p.relative_to(folder).as_posix() for p in folder.rglob('*') if p.is_file())}"
                 )
             try:
                 metrics = json.loads(matches[0].read_text())
             except json.JSONDecodeError as err:
-                raise AzureMLError(f"AML job {name!r}: {file_name} is not valid JSON ({err})") from err
+                raise ModelOutputError(f"AML job {name!r}: {file_name} is not valid JSON ({err})") from err
         if not isinstance(metrics, dict):
-            raise AzureMLError(f"AML job {name!r}: {file_name} must hold a JSON object, found {type(metrics).__name__}")
+            raise ModelOutputError(f"AML job {name!r}: {file_name} must hold a JSON object, found {type(metrics).__name__}")
         return metrics
 
     # -- models -----------------------------------------------------------------------------------

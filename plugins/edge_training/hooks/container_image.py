@@ -743,6 +743,18 @@ class ContainerImageHook(BaseHook):
             ) from None
         return client
 
+    def check_connections(self) -> None:
+        """Reach the Docker host and log in to the registry, so a bad connection is named up front.
+
+        A build that finds its image already pushed needs neither, but the next new model will: a
+        broken ``docker_edge`` or ``acr_default`` should fail this run, not pass until then.
+        """
+        self.docker_client  # noqa: B018 - connects and pings, naming the connection on failure
+        try:
+            self.registry.check_auth()
+        except ContainerImageError as err:
+            raise type(err)(f"registry connection {self.registry_conn_id!r}: {err}") from None
+
     def close(self) -> None:
         """Close the Docker client and the registry session, if they were opened."""
         if "docker_client" in self.__dict__:

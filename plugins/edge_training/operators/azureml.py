@@ -107,7 +107,8 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
 
     Deferrable by default: submit, check once, defer to ``AzureMLJobTrigger`` (which streams the
     job's log into this task's log) and finish in ``execute_complete``. With
-    ``deferrable=False`` the same trigger loop runs in the worker.
+    ``deferrable=False`` the same trigger loop runs in the worker. ``deferrable`` is templated, so a
+    DAG can let each run choose (a deployment without a triggerer waits in the worker).
 
     Returns ``{job_name, status, studio_url, outputs: {name: uri}, duration_s}``.
     """
@@ -131,6 +132,7 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
         "environment_variables",
         "force_new_job",
         "job_timeout",
+        "deferrable",
     )
     template_fields_renderers = {"inputs": "json", "outputs": "json", "tags": "json", "environment_variables": "json"}
     operator_extra_links = (AzureMLJobLink(),)
@@ -157,7 +159,7 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
         tags: Mapping[str, Any] | None = None,
         environment_variables: Mapping[str, Any] | None = None,
         azureml_conn_id: str = DEFAULT_CONN_ID,
-        deferrable: bool = True,
+        deferrable: bool | str = True,
         force_new_job: bool | str = False,
         job_timeout: float | str | timedelta | None = None,
         poll_policy: PollPolicy | None = None,
@@ -356,7 +358,7 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
             return self._finish(job.status, name, job.studio_url)
         trigger = self._trigger(job, context)
         self._live_job = name
-        if self.deferrable:
+        if as_bool(self.deferrable):
             self._close_hook()
             # The trigger keeps how much of the log it has shown here, so a triggerer crash repeats nothing.
             context["ti"].xcom_push(key=LOG_OFFSET_XCOM_KEY, value={"job_name": name, "offset": 0})
@@ -472,7 +474,7 @@ def _metric(metrics: Mapping[str, Any], name: str, owner: str) -> float:
     except (TypeError, ValueError) as err:
         raise EvaluationGateError(f"{owner}: metric {name!r} must be a number, found {metrics[name]!r}") from err
     if math.isnan(value):
-        raise EvaluationGateError(f"{owner}: metric {name!r} is NaN")
+        raise EvaluationGateError(f"{owner}: metric {name!r} must be a number, found NaN")
     return value
 
 

@@ -42,8 +42,10 @@ class ModelImageBuildOperator(BaseOperator):
 
     The build context is ``serving_dir`` (include/serving: Dockerfile and scoring app) plus the model:
     ``model_dir`` on the worker, or, when it is not given, the ``model_output`` of AML job ``job_name``
-    downloaded through ``azureml_conn_id``. Before building, the registry is asked whether the version
-    tag already holds this model; if so the build is skipped and the existing digest returned.
+    downloaded through ``azureml_conn_id``. It first reaches the Docker host and logs in to the registry
+    (a bad connection fails here, named, even when nothing needs building). Then the registry is asked
+    whether the version tag already holds this model; if so the build is skipped and the existing
+    digest returned.
 
     Returns (XCom) a dict for ModelImagePushOperator: registry, repository, tags, labels, reused, and
     either the existing digest (reused) or the local image id and build report.
@@ -125,6 +127,7 @@ class ModelImageBuildOperator(BaseOperator):
             docker_conn_id=self.docker_conn_id, registry_conn_id=self.registry_conn_id,
             registry_ca_bundle=self.registry_ca_bundle, network_mode=self.network_mode,
         ) as hook:
+            hook.check_connections()
             return self._execute(hook)
 
     def _execute(self, hook: ContainerImageHook) -> dict[str, Any]:
