@@ -14,7 +14,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 
-.PHONY: install lock stack-up stack-status stack-down seed test test-unit faults demo demo-down clean
+.PHONY: install lock stack-up stack-status stack-down seed test test-unit faults bench demo demo-down clean
 
 install: $(STAMP)
 
@@ -54,6 +54,13 @@ test: install
 # executor, bad inputs through the DAG, security scans. Writes tests/faults/results.json (make test runs it too).
 faults: install
 	EDGE_TEST_COMMAND="make faults" bash devstack/run-tests.sh tests/faults
+
+# Benchmarks against their floors, on the local edge stack: each writes bench/results/<name>.json and
+# bench/README.md is generated from those files. Fails if a benchmark fails or misses its target.
+BENCHMARKS := aml_double validation image_rebuild
+bench: stack-up
+	status=0; for name in $(BENCHMARKS); do rm -f bench/results/$$name.json; $(PY) bench/$$name.py || status=1; done; \
+	$(PY) bench/report.py || status=1; exit $$status
 
 demo: install
 	$(PY) -m devstack.demo up $(PARTITION)

@@ -1,0 +1,51 @@
+"""bench/README.md holds only what the result files say; a missed target reads as missed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def load(name: str):
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_checks_compare_in_the_stated_direction():
+    results = load("results")
+    assert results.Check("t", 5.0, 5.0, "s").ok
+    assert not results.Check("t", 5.01, 5.0, "s").ok
+    assert results.Check("t", 20.0, 20.0, "x", at_most=False).ok
+    assert not results.Check("t", 19.9, 20.0, "x", at_most=False).ok
+
+
+def test_result_file_and_report_carry_the_measured_values(tmp_path, monkeypatch):
+    results, report = load("results"), load("report")
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(BENCH / "example.py"), "--runs", "2"])
+    checks = [results.Check("overhead, worst of 2", 1.234, 5.0, "s"),
+              results.Check("speed-up", 12.5, 20.0, "x", at_most=False)]
+    document = results.write_result("example", checks, [{"run": 1}, {"run": 2}], details={"median": 1.1})
+    stored = json.loads((tmp_path / "example.json").read_text())
+    assert stored == json.loads(json.dumps(document, default=str))
+    assert stored["ok"] is False and [c["ok"] for c in stored["checks"]] == [True, False]
+    assert stored["command"] == ".venv/bin/python bench/example.py --runs 2"
+    assert stored["samples"] == [{"run": 1}, {"run": 2}]
+
+    text = report.render([stored])
+    rows = [line for line in text.splitlines() if line.startswith("| example |")]
+    assert len(rows) == 2
+    assert "1.23 s | yes" in rows[0] and "≤ 5 s" in rows[0]
+    assert "12.5 x | **NO**" in rows[1] and "≥ 20 x" in rows[1]
+    assert "- median: 1.1" in text
