@@ -38,6 +38,7 @@ stack-status: install
 # Stops the demo's Airflow too, then every stack service that stack-up started (by pid).
 stack-down:
 	test -x $(PY) && $(PY) -m devstack.demo down || true
+	test -x $(PY) && $(PY) -m devstack.scale down || true
 	test -x $(PY) && $(PY) -m devstack down || true
 
 seed: stack-up

@@ -61,6 +61,9 @@ MODEL_VERSION = "{{ ti.xcom_pull(task_ids='register_model')['version'] }}"
 MODEL_ASSET = Asset(name="edge_training_model", uri="azureml://models/equipment-failure")
 # How long submit_training may take, waiting included (a deployment setting, read when the DAG is parsed).
 TRAINING_TASK_TIMEOUT = timedelta(minutes=float(os.environ.get("EDGE_TRAINING_TASK_TIMEOUT_MINUTES", "180")))
+# Runs of this DAG active at once (a deployment setting). The trainings on the VM stay bounded by the
+# edge_vm pool whatever this is; more runs only let their other tasks proceed meanwhile.
+MAX_ACTIVE_RUNS = int(os.environ.get("EDGE_TRAINING_MAX_ACTIVE_RUNS", "4"))
 FEATURES = ["temperature_c", "vibration_mm_s", "pressure_kpa", "rpm", "runtime_hours"]
 EXPECTED_COLUMNS = ["device_id", "timestamp", *FEATURES, "failure"]
 
@@ -80,7 +83,7 @@ with DAG(
     schedule=CronPartitionTimetable("0 0 * * *", timezone="UTC", run_offset=-1),
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=4,
+    max_active_runs=MAX_ACTIVE_RUNS,
     max_active_tasks=8,
     dagrun_timeout=timedelta(hours=4),
     default_args=default_args,

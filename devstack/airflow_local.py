@@ -1,8 +1,8 @@
 """A local Airflow (api-server, scheduler, dag-processor, triggerer) against the edge stack.
 
 Used by `make demo` and the e2e tests. Runs the project's dags/ and plugins/ unchanged, with the
-connections from .devstack/stack.env, on LocalExecutor + SQLite by default or CeleryExecutor +
-Postgres + Redis for the scale path. Every process is started with a pid file and stopped by pid.
+connections from .devstack/stack.env, on LocalExecutor + SQLite by default (the demo), LocalExecutor +
+Postgres (the tests, whose cases run side by side) or CeleryExecutor + Postgres + Redis (the scale path). Every process is started with a pid file and stopped by pid.
 """
 
 from __future__ import annotations
@@ -183,13 +183,19 @@ class LocalAirflow:
         self.wait_healthy()
 
     def reset(self) -> None:
-        """Stop, then forget every run: a fresh metadata DB (SQLite only) and no task logs."""
+        """Stop, then forget every run: a fresh metadata DB and no task logs."""
         import shutil
 
         self.stop()
         if self.sql_alchemy_conn:
-            raise StackError(f"{self.name}: reset only handles the SQLite database")
-        (self.home / "airflow.db").unlink(missing_ok=True)
+            from devstack import scale
+
+            if not self.sql_alchemy_conn.startswith(scale.sql_alchemy_conn("")):
+                raise StackError(f"{self.name}: reset handles SQLite and the stack's own Postgres, "
+                                 f"not {self.sql_alchemy_conn}")
+            scale.database(self.sql_alchemy_conn.rsplit("/", 1)[1], fresh=True)
+        else:
+            (self.home / "airflow.db").unlink(missing_ok=True)
         shutil.rmtree(self.home / "logs", ignore_errors=True)
 
     def kill(self, component: str) -> int:

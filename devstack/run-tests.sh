@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-cleanup() { "$PY" -m devstack.demo down || true; "$PY" -m devstack down || true; }
+cleanup() { "$PY" -m devstack.demo down || true; "$PY" -m devstack.scale down || true; "$PY" -m devstack down || true; }
 trap cleanup EXIT
 "$PY" -m devstack up
 "$PY" -m devstack.seed

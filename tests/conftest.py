@@ -13,6 +13,10 @@ REPO = Path(__file__).resolve().parent.parent
 STACK_ENV = REPO / ".devstack" / "stack.env"
 #: submit_training's execution_timeout in the tests' Airflow (see the fault battery's timeout case).
 TRAINING_TASK_TIMEOUT_MINUTES = 2
+#: Runs of the DAG active at once in the tests' Airflow: the battery runs its side-by-side cases together.
+MAX_ACTIVE_RUNS = 24
+#: The tests' Airflow's metadata database on the stack's Postgres (devstack/scale.py).
+E2E_DATABASE = "airflow_e2e"
 
 os.environ.setdefault("AIRFLOW_HOME", str(REPO / ".devstack" / "airflow"))
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
@@ -49,23 +53,31 @@ def stack_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def airflow(stack_env):
-    """LocalExecutor + SQLite, on its own home and port so a running `make demo` is left alone.
+    """LocalExecutor + Postgres, on its own home and port so a running `make demo` is left alone.
 
     One start-up serves the e2e tests and the fault battery (tests/faults), which runs after them.
+    Postgres, not SQLite: the battery runs its cases side by side, and SQLite answers concurrent
+    triggers with "database is locked".
     """
+    from devstack import scale
     from devstack.airflow_local import LocalAirflow
 
+    started = scale.up(redis=False)
     # Connections live in the metadata DB so the fault battery can break and restore them through the
-    # REST API; the training task's time limit is short enough for the battery to see it pass.
+    # REST API; the training task's time limit is short enough for the battery to see it pass; runs are
+    # not capped at the DAG's default 4 (the pool still bounds the trainings).
     instance = LocalAirflow(name="airflow-e2e", port=47181, connections="db",
-                            extra_env={"EDGE_TRAINING_TASK_TIMEOUT_MINUTES": str(TRAINING_TASK_TIMEOUT_MINUTES)})
-    instance.reset()  # runs from an earlier session would change what a backfill creates
-    instance.start()
+                            sql_alchemy_conn=scale.database(E2E_DATABASE),
+                            extra_env={"EDGE_TRAINING_TASK_TIMEOUT_MINUTES": str(TRAINING_TASK_TIMEOUT_MINUTES),
+                                       "EDGE_TRAINING_MAX_ACTIVE_RUNS": str(MAX_ACTIVE_RUNS)})
     try:
+        instance.reset()  # runs from an earlier session would change what a backfill creates
+        instance.start()
         instance.wait_dag_parsed("edge_training")
         yield instance
     finally:
         instance.stop()
+        scale.down(only=started)
 
 
 @pytest.fixture

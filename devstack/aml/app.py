@@ -102,7 +102,8 @@ class Faults:
         self._lock = threading.Lock()
         self.faults: list[Fault] = []
         self.counts: Counter[str] = Counter()
-        self.recent: deque[dict] = deque(maxlen=2000)
+        # Enough for the fault battery's side-by-side runs (a few thousand requests a minute at most).
+        self.recent: deque[dict] = deque(maxlen=50_000)
 
     def add(self, spec: dict) -> Fault:
         kind = str(spec.get("kind", ""))

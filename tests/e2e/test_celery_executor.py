@@ -13,7 +13,7 @@ PARTITION = "2026-11-22"
 
 @pytest.fixture(scope="module")
 def celery_airflow(stack_env):
-    scale.up()
+    started = scale.up()  # Postgres may already serve the tests' own Airflow: stop only what this started
     instance = LocalAirflow(
         name="airflow-celery",
         port=47182,
@@ -32,7 +32,7 @@ def celery_airflow(stack_env):
         yield instance
     finally:
         instance.stop()
-        scale.down()
+        scale.down(only=started)
 
 
 def test_dag_runs_unchanged_on_celery_with_two_workers(celery_airflow: LocalAirflow):

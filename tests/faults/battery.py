@@ -14,6 +14,7 @@ import platform
 import random
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from collections import Counter, defaultdict
@@ -52,11 +53,21 @@ class Battery:
     repeated_log_lines: int = 0
     leaked_secrets: int = 0
 
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
     def record(self, name: str, kind: str, expected: str, observed: str, passed: bool) -> bool:
+        """Keep a case's outcome (the last one, if it is recorded twice); side-by-side cases record from
+        their threads."""
         assert kind in ("fault", "bad_input", "security"), kind
-        self.cases = [c for c in self.cases if c.name != name]
-        self.cases.append(Case(name, kind, expected, observed, bool(passed)))
+        with self._lock:
+            self.cases = [c for c in self.cases if c.name != name]
+            self.cases.append(Case(name, kind, expected, observed, bool(passed)))
         return bool(passed)
+
+    def count_lost_log_lines(self, lost: int, repeated: int) -> None:
+        with self._lock:
+            self.lost_log_lines += lost
+            self.repeated_log_lines += repeated
 
 
 BATTERY = Battery()
@@ -128,7 +139,12 @@ class TrainingRun:
 
 def job_puts_since(admin, since: float, *, except_dates: tuple[str, ...] = ()) -> int:
     """AML job submissions the double received since ``since`` (epoch s), leaving out some partitions'."""
-    return sum(1 for r in admin.requests()["recent"]
+    recent = admin.requests()["recent"]
+    # The double keeps a bounded request log: a count over a log that no longer reaches back to ``since``
+    # would miss submissions, so it fails instead.
+    if recent and recent[0]["time"] > since and len(recent) >= 50_000:
+        raise AssertionError(f"the AML double's request log starts after {since}: submissions would be missed")
+    return sum(1 for r in recent
                if r["route"] == "PUT job" and r["time"] >= since and not any(d in r["path"] for d in except_dates))
 
 

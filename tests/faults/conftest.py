@@ -6,6 +6,9 @@ a SIGKILL, a stopped service, a broken connection, bad data) and records what it
 At the end the totals are counted at their sources (jobs in the AML double, versions in its model
 registry, tags and digests in the registry, containers on the VM's Docker), written to
 tests/faults/results.json and printed as one table.
+
+The cases that only watch their own runs run side by side (tests/faults/side_by_side.py), started
+together at the battery's first test; the others ask for ``alone`` and run one at a time after them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,14 @@ from tests.faults.battery import (
     write_results,
 )
 from tests.faults.report import results_table
+from tests.faults.side_by_side import CASES, SideBySideGroup
+
+#: The side-by-side cases this session selected (a case left out by -k or a node id is not started).
+SELECTED: list[str] = []
+
+
+def pytest_collection_modifyitems(config, items):
+    SELECTED[:] = [item.originalname for item in items if item.originalname in CASES]
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +68,35 @@ def admin(stack_env) -> AmlDoubleAdmin:
     admin.clear_faults()
     return admin
 
+
+
+@pytest.fixture(scope="session")
+def side_by_side_group(airflow, battery, admin, stack_env, registry) -> SideBySideGroup:
+    """The selected side-by-side cases, started together; they share one AML client (the SDK's clients
+    are safe across threads) and give the edge_vm pool its slots back when the last one ends."""
+    from edge_training.hooks.azureml import AzureMLHook
+
+    hook = AzureMLHook(azureml_conn_id="azureml_default")
+    fixtures = {"airflow": airflow, "battery": battery, "admin": admin, "stack_env": stack_env,
+                "registry": registry, "ml_client": hook.get_conn()}
+    group = SideBySideGroup(SELECTED, fixtures, airflow)
+    try:
+        group.start()
+        yield group
+    finally:
+        group.finish()
+        hook.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def start_side_by_side_cases(request) -> None:
+    """Start them at the battery's first test, whichever it is, so they run beside the bad inputs."""
+    if SELECTED:
+        request.getfixturevalue("side_by_side_group")
+
+
+@pytest.fixture
+def alone(side_by_side_group) -> None:
+    """For a case that stops a shared service, kills an Airflow component or breaks a shared connection:
+    it waits until no side-by-side case is running."""
+    side_by_side_group.finish()

@@ -112,7 +112,7 @@ def restored_connections(airflow, trained_partition):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_connection_fails_clearly_without_a_job(airflow, battery, ml_client, name):
+def test_bad_connection_fails_clearly_without_a_job(alone, airflow, battery, ml_client, name):
     conn_id, make_change, task_id, must_say = CASES[name]
     jobs_before = {j.name for j in jobs_of(ml_client, DATE)}
     conn = None

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 from tests.e2e.support import DAG_ID, MODEL_NAME
+from tests.faults.side_by_side import side_by_side
 from tests.faults.battery import (
     BATTERY,
     TRAINED_DATE,
@@ -100,6 +101,7 @@ def statuses_reached(ml_client, acted: dict[str, float], wanted: str, timeout: f
     return found
 
 
+@side_by_side
 def test_marking_the_waiting_task_or_its_run_failed_cancels_the_job(airflow, battery, admin, ml_client,
                                                                      stack_env):
     since = time.time()
@@ -131,6 +133,7 @@ def test_marking_the_waiting_task_or_its_run_failed_cancels_the_job(airflow, bat
     assert not any(job_containers(stack_env, name) for name in jobs.values())
 
 
+@side_by_side
 def test_waiting_in_the_worker_mark_failed_cancels_and_a_killed_task_resumes_its_job(airflow, battery, admin,
                                                                                      ml_client, stack_env):
     """The same promises when the run waits in the worker (``wait_in_triggerer`` false): marking the task
@@ -174,7 +177,7 @@ def test_waiting_in_the_worker_mark_failed_cancels_and_a_killed_task_resumes_its
     assert resumed, (killed_run["state"], ti, [j.name for j in killed_jobs], jobs["sigkill"], result)
 
 
-def test_aml_double_restarted_mid_job(airflow, battery, admin, ml_client):
+def test_aml_double_restarted_mid_job(alone, airflow, battery, admin, ml_client):
     """The AML service goes away and comes back while the trigger follows a job: it rides the outage out,
     and the double picks its running job up again."""
     from devstack.base import StackContext
@@ -195,8 +198,7 @@ def test_aml_double_restarted_mid_job(airflow, battery, admin, ml_client):
     numbers = log_line_numbers(task_log(airflow, run_id, "submit_training"), job)
     lost = sorted(set(range(1, hold + 1)) - set(numbers))
     repeated = len(numbers) - len(set(numbers))
-    BATTERY.lost_log_lines += len(lost)
-    BATTERY.repeated_log_lines += repeated
+    BATTERY.count_lost_log_lines(len(lost), repeated)
     passed = run["state"] == "success" and [j.name for j in jobs] == [job] and len(versions) == 1 and not lost
     battery.record("AML double restarted mid-job", KIND,
                    f"run completes; one job, one model version; all {hold} job log lines in the task log",
@@ -206,6 +208,7 @@ def test_aml_double_restarted_mid_job(airflow, battery, admin, ml_client):
     assert passed, (run["state"], [j.name for j in jobs], job, [v.version for v in versions], lost, repeated)
 
 
+@side_by_side
 def test_clearing_the_waiting_task_reattaches_to_the_same_job(airflow, battery, admin, ml_client):
     since = time.time()
     date = "2026-11-10"
@@ -224,6 +227,7 @@ def test_clearing_the_waiting_task_reattaches_to_the_same_job(airflow, battery, 
     assert passed, (run["state"], [j.name for j in jobs], job, result)
 
 
+@side_by_side
 def test_training_script_failure_surfaces_the_jobs_own_error(airflow, battery, ml_client, stack_env):
     """Data the validator cannot see: the right columns, but every row has the same label."""
     since = time.time()
@@ -263,6 +267,7 @@ def test_training_script_failure_surfaces_the_jobs_own_error(airflow, battery, m
     assert passed, (ti["state"], job_error[-500:], log[-3000:])
 
 
+@side_by_side
 def test_job_timeout_and_execution_timeout_both_cancel_the_job(airflow, battery, admin, ml_client, stack_env):
     since = time.time()
     from tests.conftest import TRAINING_TASK_TIMEOUT_MINUTES
@@ -307,7 +312,7 @@ def log_line_numbers(log: str, job: str) -> list[int]:
     return [int(m) for m in re.findall(rf"\[{re.escape(job)}\] edge-fault: slow job, second (\d+) of", log)]
 
 
-def test_triggerer_killed_mid_wait_loses_and_repeats_no_log_line(airflow, battery, admin, ml_client):
+def test_triggerer_killed_mid_wait_loses_and_repeats_no_log_line(alone, airflow, battery, admin, ml_client):
     since = time.time()
     date, hold = "2026-11-13", 30
     with deferred_slow_run(airflow, admin, date, hold) as run_id:
@@ -320,8 +325,7 @@ def test_triggerer_killed_mid_wait_loses_and_repeats_no_log_line(airflow, batter
     numbers = log_line_numbers(task_log(airflow, run_id, "submit_training"), job)
     lost = sorted(set(range(1, hold + 1)) - set(numbers))
     repeated = len(numbers) - len(set(numbers))
-    BATTERY.lost_log_lines += len(lost)
-    BATTERY.repeated_log_lines += repeated
+    BATTERY.count_lost_log_lines(len(lost), repeated)
     jobs = jobs_of(ml_client, date, since)
     passed = run["state"] == "success" and len(jobs) == 1 and not lost and not repeated
     battery.record("triggerer SIGKILLed mid-wait, then restarted", KIND,
@@ -330,7 +334,7 @@ def test_triggerer_killed_mid_wait_loses_and_repeats_no_log_line(airflow, batter
     assert passed, (run["state"], [j.name for j in jobs], lost, repeated)
 
 
-def test_scheduler_killed_mid_run_then_restarted(airflow, battery, admin, ml_client):
+def test_scheduler_killed_mid_run_then_restarted(alone, airflow, battery, admin, ml_client):
     since = time.time()
     date = "2026-11-14"
     with deferred_slow_run(airflow, admin, date, 20) as run_id:
@@ -346,7 +350,7 @@ def test_scheduler_killed_mid_run_then_restarted(airflow, battery, admin, ml_cli
     assert passed, (run["state"], [j.name for j in jobs], [v.version for v in versions])
 
 
-def test_aml_throttling_errors_and_slow_answers_are_ridden_out(airflow, battery, admin, ml_client, registry):
+def test_aml_throttling_errors_and_slow_answers_are_ridden_out(alone, airflow, battery, admin, ml_client, registry):
     since = time.time()
     date = "2026-11-15"
     fresh_partition(date)
@@ -377,7 +381,7 @@ def test_aml_throttling_errors_and_slow_answers_are_ridden_out(airflow, battery,
     assert passed, (run["state"], injected[:5], [j.name for j in jobs], [v.version for v in versions], tags)
 
 
-def test_stack_hub_stopped_during_validation_then_started(airflow, battery, stack_env):
+def test_stack_hub_stopped_during_validation_then_started(alone, airflow, battery, stack_env):
     from devstack.base import StackContext
     from tests.e2e.support import stackhub_container
 
@@ -410,7 +414,7 @@ def test_stack_hub_stopped_during_validation_then_started(airflow, battery, stac
     assert passed, (run["state"], ti, manifest.get("files", [])[:3], parts[:3])
 
 
-def test_registry_down_during_push_then_up(airflow, battery, registry):
+def test_registry_down_during_push_then_up(alone, airflow, battery, registry):
     from devstack.base import StackContext
 
     date = fresh_partition("2026-11-27")
@@ -436,7 +440,7 @@ def test_registry_down_during_push_then_up(airflow, battery, registry):
     assert passed, (run["state"], pushed, ours)
 
 
-def test_edge_vm_sshd_down_fails_readiness_naming_the_check(airflow, battery, admin):
+def test_edge_vm_sshd_down_fails_readiness_naming_the_check(alone, airflow, battery, admin):
     from devstack.base import StackContext
 
     date = TRAINED_DATE
@@ -470,7 +474,7 @@ def dockerd_pid() -> int:
     return pid
 
 
-def test_docker_not_answering_on_the_vm_fails_readiness_naming_the_check(airflow, battery, admin):
+def test_docker_not_answering_on_the_vm_fails_readiness_naming_the_check(alone, airflow, battery, admin):
     """dockerd frozen (SIGSTOP): its socket accepts connections but nothing answers, as a hung daemon does."""
     date = TRAINED_DATE
     puts = admin.requests()["counts"].get("PUT job", 0)
@@ -493,6 +497,7 @@ def test_docker_not_answering_on_the_vm_fails_readiness_naming_the_check(airflow
     assert passed, (submitted, log[-2000:])
 
 
+@side_by_side
 def test_manual_run_beside_a_backfill_of_the_same_day(airflow, battery, ml_client, registry):
     since = time.time()
     from tests.e2e.support import (

@@ -21,6 +21,7 @@ from tests.faults.battery import (
     versions_of,
     wait_task,
 )
+from tests.faults.side_by_side import side_by_side
 
 KIND = "bad_input"
 METRICS = '"$AZURE_ML_OUTPUT_model/metrics.json"'
@@ -34,6 +35,7 @@ CASES = {
 }
 
 
+@side_by_side
 def test_bad_model_output_fails_the_gate_without_a_model(airflow, battery, admin, ml_client):
     since = time.time()
     runs, faults = {}, []

@@ -96,7 +96,7 @@ def image_surfaces(stack_env) -> dict[str, str]:
         client.close()
 
 
-def test_no_generated_secret_appears_in_logs_xcoms_templates_job_specs_or_images(airflow, battery, stack_env):
+def test_no_generated_secret_appears_in_logs_xcoms_templates_job_specs_or_images(alone, airflow, battery, stack_env):
     secrets = generated_secrets()
     assert {"aml_client_secret", "registry_password", "ssh client private key"} <= set(secrets), sorted(secrets)
     surfaces = {**airflow_surfaces(airflow), **double_surfaces(), **image_surfaces(stack_env)}

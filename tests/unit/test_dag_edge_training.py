@@ -39,7 +39,18 @@ def test_runs_are_keyed_by_daily_partition(dag):
 
     assert isinstance(dag.timetable, CronPartitionTimetable)
     assert dag.catchup is False
-    assert dag.max_active_runs >= 1
+
+
+def test_active_runs_default_to_four_and_follow_the_deployment_setting(monkeypatch):
+    def parsed_max_active_runs() -> int:
+        bag = DagBag(dag_folder=str(REPO / "dags"))
+        assert bag.import_errors == {}, bag.import_errors
+        return bag.dags["edge_training"].max_active_runs
+
+    monkeypatch.delenv("EDGE_TRAINING_MAX_ACTIVE_RUNS", raising=False)
+    assert parsed_max_active_runs() == 4
+    monkeypatch.setenv("EDGE_TRAINING_MAX_ACTIVE_RUNS", "9")
+    assert parsed_max_active_runs() == 9
 
 
 def test_training_is_bounded_by_the_edge_vm_pool_and_deferrable(dag):
