@@ -37,7 +37,9 @@ from azureml_support import write_job_code  # noqa: E402
 
 from devstack.aml.admin import AmlDoubleAdmin  # noqa: E402
 
-from edge_training.hooks.azureml import AzureMLHook, PollPolicy  # noqa: E402
+from edge_training.hooks import azureml_sdk_private  # noqa: E402
+from edge_training.hooks.azureml import AzureMLHook  # noqa: E402
+from edge_training.hooks.azureml_polling import PollPolicy  # noqa: E402
 from edge_training.triggers.azureml import TRANSIENT_ERRORS, AzureMLJobTrigger  # noqa: E402
 
 TICKER = "python3 job.py {lines} {pause} 0"
@@ -139,7 +141,7 @@ async def main() -> int:
         log.pull()
         rows = []
         for name, seconds, (event, noticed_at) in zip(names, lengths, outcomes):
-            details = hook.client.jobs._runs_operations.get_run_details(name)
+            details = azureml_sdk_private.get_run_details(hook.client, name)
             started = details.start_time_utc.timestamp()
             ended = details.end_time_utc.timestamp()
             created = parse_time(hook.get_job(name).created_at) or started

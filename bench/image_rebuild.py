@@ -44,13 +44,8 @@ def main() -> int:
 
     import docker
 
-    from edge_training.hooks.container_image import (
-        DEFAULT_SERVING_DIR,
-        ContainerImageHook,
-        build_args,
-        model_labels,
-        prepare_context,
-    )
+    from edge_training.hooks.container_image import DEFAULT_SERVING_DIR, ContainerImageHook, prepare_context
+    from edge_training.hooks.image_identity import build_args, model_labels
     from tests.integration.model_fixtures import train_model
 
     client = docker.DockerClient(base_url=env["EDGE_DOCKER_HOST"], version="auto")

@@ -74,7 +74,8 @@ def main() -> None:
 
     from azure.storage.blob import ContainerClient
 
-    from edge_training.hooks.stackhub_blob import StackHubBlobHook, fingerprint_entries
+    from edge_training.hooks.stackhub_blob import StackHubBlobHook
+    from edge_training.hooks.stackhub_fingerprint import fingerprint_entries
 
     container = ContainerClient.from_connection_string(
         os.environ["EDGE_STACKHUB_CONNECTION_STRING"],

@@ -40,13 +40,13 @@ from airflow.sdk import DAG, Asset, CronPartitionTimetable, Param, task
 from edge_training.operators.azureml import (
     AzureMLRegisterModelOperator,
     AzureMLSubmitJobOperator,
-    EvaluateGateOperator,
 )
 from edge_training.operators.container_image import ModelImageBuildOperator, ModelImagePushOperator
 from edge_training.operators.edge_vm import EdgeVMReadinessOperator
+from edge_training.operators.gate import EvaluateGateOperator
 from edge_training.operators.stackhub_blob import StackHubPartitionOperator
 from edge_training.partitions import partition_date_str
-from edge_training.project import git_commit
+from edge_training.lineage import git_commit
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TRAINING_CODE = str(PROJECT_ROOT / "include" / "training")

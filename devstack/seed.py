@@ -5,7 +5,7 @@
     python -m devstack.seed --from 2026-11-01 --to 2026-11-07 --rows 5000 --parts 4
 
 Layout: ``telemetry/date=YYYY-MM-DD/part-00000.csv`` ... then ``_SUCCESS`` (written last, deleted
-first). Data is deterministic per date (devstack.telemetry); a blob whose bytes are already there
+first). Data is deterministic per date (devstack.sample_data); a blob whose bytes are already there
 (same Content-MD5) is skipped, so re-seeding is idempotent and cheap. Tests use
 :func:`seed_partition` / :func:`delete_partition` to create or remove a partition on purpose.
 """
@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 
 from devstack.base import STATE
-from devstack.telemetry import partition_files
+from devstack.sample_data import partition_files
 from devstack.util import parse_env_file
 
 API_VERSION = "2019-07-07"

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
+from edge_training.hooks.azureml_sdk_private import get_run_details
 from tests.e2e.support import DAG_ID, MODEL_NAME
 from tests.faults.side_by_side import side_by_side
 from tests.faults.battery import (
@@ -251,7 +252,7 @@ def test_training_script_failure_surfaces_the_jobs_own_error(airflow, battery, m
         end_run(airflow, run_id)
     log = task_log(airflow, run_id, "submit_training")
     jobs = jobs_of(ml_client, date, since)
-    job_error = ml_client.jobs._runs_operations.get_run_details(jobs[0].name).error.error.message if jobs else ""
+    job_error = get_run_details(ml_client, jobs[0].name).error.error.message if jobs else ""
     # The job's own words: the training script's last log lines, carried in the AML error and the task log.
     own_words = "exactly two classes" in job_error
     versions = versions_of(ml_client, date, since)

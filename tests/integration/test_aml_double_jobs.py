@@ -19,6 +19,7 @@ import pytest
 
 from devstack.aml import bootstrap, config
 from devstack.aml.testing import PrivateDouble, free_port, ml_client, running_private_double
+from edge_training.hooks.azureml_sdk_private import get_run_details
 
 PARTITION = "azureml://datastores/stackhub_data/paths/telemetry/date=2026-11-10/"
 TRAIN = '''\
@@ -84,7 +85,7 @@ def containers_for(name: str) -> list[str]:
 
 
 def run_details(ml, name: str):
-    return ml.jobs._runs_operations.get_run_details(name)
+    return get_run_details(ml, name)
 
 
 def test_training_job_on_stackhub_partition_completes_streams_downloads_and_registers(ml, code_dir, tmp_path):

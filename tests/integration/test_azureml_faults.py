@@ -10,7 +10,8 @@ from airflow.sdk.exceptions import TaskDeferred
 from azureml_support import execute_task, job_command, make_context, run_trigger, unique_fingerprint, write_job_code
 
 from devstack.aml.admin import AmlDoubleAdmin
-from edge_training.hooks.azureml import AzureMLHook, PollPolicy
+from edge_training.hooks.azureml import AzureMLHook
+from edge_training.hooks.azureml_polling import PollPolicy
 from edge_training.operators.azureml import AzureMLSubmitJobOperator
 
 FAST = PollPolicy(initial_s=0.5, factor=1.5, max_s=2.0, jitter=0.2, error_initial_s=0.3, error_max_s=4.0)

@@ -34,7 +34,9 @@ from azureml_support import (
 )
 
 from edge_training.exceptions import AzureMLJobFailedError, AzureMLJobTimeoutError
-from edge_training.hooks.azureml import AzureMLHook, PollPolicy, build_job_name
+from edge_training.hooks.azureml import AzureMLHook
+from edge_training.hooks.azureml_naming import build_job_name
+from edge_training.hooks.azureml_polling import PollPolicy
 from edge_training.links.azureml import AzureMLJobLink
 from edge_training.operators.azureml import AzureMLSubmitJobOperator
 from edge_training.sensors.azureml import AzureMLJobSensor
@@ -156,7 +158,7 @@ CHILD = """
 import json, sys
 from airflow.sdk import DAG
 from azureml_support import FileTaskStateStore, execute_task, make_context
-from edge_training.hooks.azureml import PollPolicy
+from edge_training.hooks.azureml_polling import PollPolicy
 from edge_training.operators.azureml import AzureMLSubmitJobOperator
 p = json.loads(sys.argv[1])
 with DAG(dag_id=p["dag_id"], schedule=None) as dag:

@@ -14,14 +14,16 @@ from airflow.sdk.exceptions import DownstreamTasksSkipped
 from airflow.sdk.execution_time.context import OutletEventAccessors
 from azureml_support import execute_task, make_context, unique_fingerprint
 
-from edge_training.hooks.azureml import AzureMLHook, PollPolicy, build_job_name
+from edge_training.hooks.azureml import AzureMLHook
+from edge_training.hooks.azureml_naming import build_job_name
+from edge_training.hooks.azureml_polling import PollPolicy
 from edge_training.links.azureml import AzureMLModelLink
 from edge_training.operators.azureml import (
     AzureMLRegisterModelOperator,
     AzureMLSubmitJobOperator,
-    EvaluateGateOperator,
     model_asset,
 )
+from edge_training.operators.gate import EvaluateGateOperator
 
 FAST = PollPolicy(initial_s=0.5, factor=1.5, max_s=2.0)
 PARTITION = "2026-11-12T02:00:00"

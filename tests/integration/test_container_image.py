@@ -13,7 +13,9 @@ import docker
 import pytest
 
 from edge_training.exceptions import ContainerImageError
-from edge_training.hooks.container_image import LABEL_PREFIX, MANIFEST_TYPES, ContainerImageHook
+from edge_training.hooks.container_image import ContainerImageHook
+from edge_training.hooks.image_identity import LABEL_PREFIX
+from edge_training.hooks.registry_client import MANIFEST_TYPES
 from edge_training.operators.container_image import ModelImageBuildOperator, ModelImagePushOperator
 from tests.integration.model_fixtures import registry_digest, registry_get, remove_local_images, train_model
 

@@ -13,7 +13,8 @@ from airflow.sdk import DAG
 from airflow.sdk.execution_time.context import OutletEventAccessors
 from azureml_support import make_context, unique_fingerprint
 
-from edge_training.hooks.azureml import AzureMLHook, PollPolicy
+from edge_training.hooks.azureml import AzureMLHook
+from edge_training.hooks.azureml_polling import PollPolicy
 from edge_training.operators.azureml import AzureMLRegisterModelOperator, AzureMLSubmitJobOperator
 from edge_training.operators.container_image import ModelImageBuildOperator, ModelImagePushOperator
 from tests.integration.model_fixtures import TRAINING_DIR, registry_digest, remove_local_images, write_partition

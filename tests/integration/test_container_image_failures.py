@@ -12,7 +12,8 @@ import docker
 import pytest
 
 from edge_training.exceptions import ContainerImageError, RegistryAuthError, SmokeTestError
-from edge_training.hooks.container_image import DEFAULT_SERVING_DIR, LABEL_PREFIX, ContainerImageHook
+from edge_training.hooks.container_image import DEFAULT_SERVING_DIR, ContainerImageHook
+from edge_training.hooks.image_identity import LABEL_PREFIX
 from edge_training.operators.container_image import ModelImageBuildOperator
 from tests.integration.model_fixtures import registry_digest, train_model
 

@@ -10,13 +10,8 @@ import docker
 import pytest
 
 from edge_training.exceptions import HostKeyMismatchError
-from edge_training.hooks.container_image import (
-    DEFAULT_SERVING_DIR,
-    ContainerImageHook,
-    build_args,
-    model_labels,
-    prepare_context,
-)
+from edge_training.hooks.container_image import DEFAULT_SERVING_DIR, ContainerImageHook, prepare_context
+from edge_training.hooks.image_identity import build_args, model_labels
 from tests.integration.model_fixtures import train_model
 
 OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvO8Il9Yx5G3nVNs4n5QyJ5mZl3C7m2dSx0fD4fQk2e"

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from edge_training.exceptions import EdgeVMError, EdgeVMNotReadyError, HostKeyMismatchError
-from edge_training.hooks.edge_vm import EdgeVMHook, ReadinessParams
+from edge_training.hooks.edge_vm import EdgeVMHook
+from edge_training.hooks.edge_vm_checks import ReadinessParams
 from edge_training.operators.edge_vm import REPORT_XCOM_KEY, EdgeVMReadinessOperator
 
 ALL_CHECKS = {

@@ -90,6 +90,6 @@ def test_default_seeded_partition_matches_the_generator(service, stack_env):
     data = container.download_blob("telemetry/date=2026-11-10/part-00000.csv").readall()
     assert data.startswith(b"device_id,timestamp,temperature_c,vibration_mm_s,pressure_kpa,rpm,"
                            b"runtime_hours,failure\n")
-    from devstack.telemetry import partition_files
+    from devstack.sample_data import partition_files
 
     assert data == partition_files(day, rows=seed.DEFAULT_ROWS, parts=seed.DEFAULT_PARTS)["part-00000.csv"]

@@ -22,7 +22,8 @@ from edge_training.exceptions import (
     SchemaDriftError,
     StackHubError,
 )
-from edge_training.hooks.stackhub_blob import StackHubBlobHook, fingerprint_entries
+from edge_training.hooks.stackhub_blob import StackHubBlobHook
+from edge_training.hooks.stackhub_fingerprint import fingerprint_entries
 from edge_training.operators.stackhub_blob import StackHubPartitionOperator
 from edge_training.triggers.stackhub_blob import StackHubPartitionTrigger
 

@@ -13,7 +13,7 @@ import re
 import docker
 import pytest
 
-from devstack import telemetry
+from devstack import sample_data
 from tests.integration.model_fixtures import NUMERIC, run_training, write_partition
 
 EXPECTED_FILES = {"model.joblib", "metrics.json", "MODEL_CARD.md", "feature_importance.png"}
@@ -83,7 +83,7 @@ def test_seeded_partition_trains(client, stack_env, tmp_path):
     """The stack's own seeded data (the same bytes devstack.seed uploads for the date)."""
     data = tmp_path / "date=2026-11-10"
     data.mkdir()
-    for name, content in telemetry.partition_files(dt.date(2026, 11, 10), rows=4000, parts=4).items():
+    for name, content in sample_data.partition_files(dt.date(2026, 11, 10), rows=4000, parts=4).items():
         (data / name).write_bytes(content)
     code, logs = run_training(client, stack_env["EDGE_BASE_IMAGE"], data, tmp_path / "out")
     assert code == 0, logs

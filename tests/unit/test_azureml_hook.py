@@ -10,23 +10,22 @@ import pytest
 
 from edge_training.exceptions import AzureMLConnectionError, AzureMLError
 from edge_training.hooks.azureml import (
-    CONNECTION_TYPE,
-    CUSTOM_CLOUD_KEYS,
     FAILED_STATUSES,
     IN_PROGRESS_STATUSES,
-    JOB_NAME_MAX,
     TERMINAL_STATUSES,
-    AzureMLConnectionConfig,
     JobRunInfo,
-    PollPolicy,
-    attempt_name,
-    build_job_name,
-    custom_cloud_name,
-    parse_connection,
-    parse_retry_after,
     pick_log_file,
     split_complete_lines,
 )
+from edge_training.hooks.azureml_connection import (
+    CONNECTION_TYPE,
+    CUSTOM_CLOUD_KEYS,
+    AzureMLConnectionConfig,
+    custom_cloud_name,
+    parse_connection,
+)
+from edge_training.hooks.azureml_naming import JOB_NAME_MAX, attempt_name, build_job_name
+from edge_training.hooks.azureml_polling import PollPolicy, parse_retry_after
 
 METADATA = {k: "https://management.local.azurestack.external:47143/" for k in CUSTOM_CLOUD_KEYS}
 METADATA["storage_endpoint"] = "local.azurestack.external:47102"

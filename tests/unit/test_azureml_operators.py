@@ -9,16 +9,15 @@ from datetime import timedelta
 import pytest
 
 from edge_training.exceptions import EvaluationGateError
-from edge_training.hooks.azureml import PollPolicy
+from edge_training.hooks.azureml_polling import PollPolicy
 from edge_training.operators.azureml import (
     AzureMLRegisterModelOperator,
     AzureMLSubmitJobOperator,
     as_bool,
     as_seconds,
-    gate_decision,
     model_asset,
-    model_metrics_from_tags,
 )
+from edge_training.operators.gate import gate_decision, model_metrics_from_tags
 from edge_training.triggers.azureml import AzureMLJobTrigger
 
 

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from edge_training.exceptions import ContainerImageError, RegistryAuthError, RegistryPushError, SmokeTestError
 from edge_training.hooks import container_image as ci
+from edge_training.hooks import docker_ssh
+from edge_training.hooks import docker_streams as streams
+from edge_training.hooks import image_identity as identity
+from edge_training.hooks import registry_client as registry
+from edge_training.hooks import smoke_test as smoke
 
 DOCKERFILE = ci.DEFAULT_SERVING_DIR / "Dockerfile"
 DIGEST = "sha256:" + "ab" * 32
@@ -19,29 +29,29 @@ DIGEST = "sha256:" + "ab" * 32
     ("edge__model..x", "models", "models/edge-model-x"),
 ])
 def test_repository_name(name, prefix, expected):
-    assert ci.repository_name(name, prefix=prefix) == expected
+    assert identity.repository_name(name, prefix=prefix) == expected
 
 
 def test_repository_name_refuses_empty():
     with pytest.raises(ContainerImageError, match="valid registry path"):
-        ci.repository_name("__")
+        identity.repository_name("__")
 
 
 def test_tags_are_version_then_fingerprint_short_form():
-    assert ci.image_tags("7", "sha256:0123456789ABCDEF0123") == ["7", "fp-0123456789ab"]
-    assert ci.image_tags(3, "deadbeefcafe1234") == ["3", "fp-deadbeefcafe"]
+    assert identity.image_tags("7", "sha256:0123456789ABCDEF0123") == ["7", "fp-0123456789ab"]
+    assert identity.image_tags(3, "deadbeefcafe1234") == ["3", "fp-deadbeefcafe"]
     with pytest.raises(ContainerImageError, match="not a valid image tag"):
-        ci.image_tags("-1", "deadbeefcafe")
+        identity.image_tags("-1", "deadbeefcafe")
     with pytest.raises(ContainerImageError, match="at least 6"):
-        ci.image_tags("1", "abc")
+        identity.image_tags("1", "abc")
 
 
 def test_dockerfile_declares_every_build_arg_and_label():
     text = DOCKERFILE.read_text()
-    labels = ci.model_labels(model_name="m", model_version="1", data_fingerprint="f" * 16, job_name="j",
+    labels = identity.model_labels(model_name="m", model_version="1", data_fingerprint="f" * 16, job_name="j",
                              partition="2026-11-10", git_commit="c" * 40, created="2026-12-01T00:00:00Z")
     declared = {word.split("=")[0] for line in re.findall(r"^ARG (.+)$", text, flags=re.M) for word in line.split()}
-    assert set(ci.build_args(labels, base_image="b")) <= declared
+    assert set(identity.build_args(labels, base_image="b")) <= declared
     for key in labels:
         assert f"{key}=" in text, f"Dockerfile has no LABEL {key}"
     assert "org.opencontainers.image.revision=" in text and "org.opencontainers.image.created=" in text
@@ -59,13 +69,13 @@ def test_dockerfile_copies_the_model_last():
 
 
 def test_label_differences_only_on_identity():
-    a = ci.model_labels(model_name="m", model_version="1", data_fingerprint="fff111", job_name="j", created="t1")
-    b = ci.model_labels(model_name="m", model_version="1", data_fingerprint="fff111", job_name="j", created="t2",
+    a = identity.model_labels(model_name="m", model_version="1", data_fingerprint="fff111", job_name="j", created="t1")
+    b = identity.model_labels(model_name="m", model_version="1", data_fingerprint="fff111", job_name="j", created="t2",
                         git_commit="other")
-    assert ci.label_differences(a, b) == {}
-    c = dict(b, **{f"{ci.LABEL_PREFIX}job.name": "j2"})
-    assert ci.label_differences(a, c) == {f"{ci.LABEL_PREFIX}job.name": ("j", "j2")}
-    assert set(ci.label_differences(a, None)) == {f"{ci.LABEL_PREFIX}{k}" for k in ci.IDENTITY_LABELS}
+    assert identity.label_differences(a, b) == {}
+    c = dict(b, **{f"{identity.LABEL_PREFIX}job.name": "j2"})
+    assert identity.label_differences(a, c) == {f"{identity.LABEL_PREFIX}job.name": ("j", "j2")}
+    assert set(identity.label_differences(a, None)) == {f"{identity.LABEL_PREFIX}{k}" for k in identity.IDENTITY_LABELS}
 
 
 def test_parse_build_stream_marks_cached_steps():
@@ -77,7 +87,7 @@ def test_parse_build_stream_marks_cached_steps():
         {"stream": "Step 4/4 : COPY model/ /opt/model/\n"}, {"stream": " ---> 9abc\n"},
         {"aux": {"ID": "sha256:9abc"}}, {"stream": "Successfully built 9abc\n"},
     ]
-    report = ci.parse_build_stream(stream)
+    report = streams.parse_build_stream(stream)
     assert report.image_id == "sha256:9abc"
     assert report.cached_steps == [3]
     assert [s.instruction for s in report.steps][-1] == "COPY model/ /opt/model/"
@@ -86,23 +96,23 @@ def test_parse_build_stream_marks_cached_steps():
 def test_parse_build_stream_error_names_the_step():
     stream = [{"stream": "Step 2/3 : RUN false\n"}, {"error": "The command '/bin/sh -c false' returned 1"}]
     with pytest.raises(ContainerImageError, match=r"failed at step 2 \(RUN false\).*returned 1"):
-        ci.parse_build_stream(stream, image="r/m:1")
+        streams.parse_build_stream(stream, image="r/m:1")
     with pytest.raises(ContainerImageError, match="without an image id"):
-        ci.parse_build_stream([{"stream": "Step 1/1 : FROM x\n"}])
+        streams.parse_build_stream([{"stream": "Step 1/1 : FROM x\n"}])
 
 
 def test_parse_push_stream():
     ok = [{"status": "Pushing"}, {"status": f"1: digest: {DIGEST} size: 1234"},
           {"aux": {"Tag": "1", "Digest": DIGEST, "Size": 1234}}]
-    assert ci.parse_push_stream(ok, ref="r:1", registry="reg") == DIGEST
-    assert ci.parse_push_stream(ok[:2], ref="r:1", registry="reg") == DIGEST
+    assert streams.parse_push_stream(ok, ref="r:1", registry="reg") == DIGEST
+    assert streams.parse_push_stream(ok[:2], ref="r:1", registry="reg") == DIGEST
     with pytest.raises(RegistryAuthError, match="refused the push of r:1.*login and password"):
-        ci.parse_push_stream([{"errorDetail": {"message": "unauthorized: authentication required"},
+        streams.parse_push_stream([{"errorDetail": {"message": "unauthorized: authentication required"},
                                "error": "unauthorized: authentication required"}], ref="r:1", registry="reg")
     with pytest.raises(RegistryPushError, match="blob upload unknown"):
-        ci.parse_push_stream([{"error": "blob upload unknown"}], ref="r:1", registry="reg")
+        streams.parse_push_stream([{"error": "blob upload unknown"}], ref="r:1", registry="reg")
     with pytest.raises(RegistryPushError, match="without a digest"):
-        ci.parse_push_stream([{"status": "Pushing"}], ref="r:1", registry="reg")
+        streams.parse_push_stream([{"status": "Pushing"}], ref="r:1", registry="reg")
 
 
 @pytest.mark.parametrize("body, rows, message", [
@@ -116,19 +126,65 @@ def test_parse_push_stream():
 ])
 def test_check_predictions_refuses(body, rows, message):
     with pytest.raises(SmokeTestError) as err:
-        ci.check_predictions(body, rows, image="img")
+        smoke.check_predictions(body, rows, image="img")
     assert message in str(err.value)
 
 
 def test_check_predictions_accepts():
-    assert ci.check_predictions({"predictions": [0, 1, 0], "probabilities": [0.1, 0.9, 0.2]}, 3, image="i") == [0, 1, 0]
-    assert ci.check_predictions({"predictions": ["ok"]}, 1, image="i") == ["ok"]
+    assert smoke.check_predictions({"predictions": [0, 1, 0], "probabilities": [0.1, 0.9, 0.2]}, 3, image="i") == [0, 1, 0]
+    assert smoke.check_predictions({"predictions": ["ok"]}, 1, image="i") == ["ok"]
+
+
+class _ScoringApp(BaseHTTPRequestHandler):
+    """A stand-in for the scoring app: /health lists two features, /score answers one prediction per row."""
+
+    def do_GET(self):  # noqa: N802 - the http.server interface
+        self._answer(200, {"status": "ok", "features": ["a", "b"]} if self.path == "/health" else {})
+
+    def do_POST(self):  # noqa: N802
+        rows = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["rows"]
+        self._answer(200, {"predictions": [int(sum(r.values()) > 2) for r in rows]})
+
+    def _answer(self, status, body):
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+def run_probe(config: dict) -> dict:
+    """The shipped probe, run as the hook runs it in the container: ``python3 -c <source> <config>``."""
+    proc = subprocess.run([sys.executable, "-c", smoke.smoke_probe_source(), json.dumps(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_smoke_probe_file_scores_synthetic_rows_from_the_features_health_reports():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ScoringApp)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        verdict = run_probe({"port": server.server_address[1], "timeout": 10, "rows": []})
+    finally:
+        server.shutdown()
+    assert verdict["stage"] == "done" and verdict["status"] == 200 and verdict["rows"] == 3
+    assert smoke.check_predictions(verdict["body"], verdict["rows"], image="img") == [0, 1, 1]
+
+
+def test_smoke_probe_file_reports_an_app_that_never_answers():
+    verdict = run_probe({"port": smoke.free_port(), "timeout": 1, "rows": [{"a": 1.0}]})
+    assert verdict["stage"] == "health" and "Connection refused" in verdict["error"], verdict
 
 
 def test_www_authenticate():
-    assert ci.parse_www_authenticate('Bearer realm="https://r/oauth2/token",service="r",scope="repository:a:pull"') == (
+    assert registry.parse_www_authenticate('Bearer realm="https://r/oauth2/token",service="r",scope="repository:a:pull"') == (
         "bearer", {"realm": "https://r/oauth2/token", "service": "r", "scope": "repository:a:pull"})
-    assert ci.parse_www_authenticate('Basic realm="Registry Realm"')[0] == "basic"
+    assert registry.parse_www_authenticate('Basic realm="Registry Realm"')[0] == "basic"
 
 
 def test_context_holds_serving_files_and_only_the_model_files(tmp_path):
@@ -171,19 +227,19 @@ def test_image_url():
 
 
 def test_docker_client_kwargs_from_the_connection():
-    kw = ci.docker_client_kwargs("unix:///var/run/docker.sock", None, {"network_mode": "host"})
+    kw = docker_ssh.docker_client_kwargs("unix:///var/run/docker.sock", None, {"network_mode": "host"})
     assert kw["base_url"] == "unix:///var/run/docker.sock" and kw["tls"] is False and kw["timeout"] == 600
-    assert ci.docker_client_kwargs(None, None, {})["base_url"] == "unix:///var/run/docker.sock"
-    assert ci.docker_client_kwargs("tcp://10.0.0.4", 2376, {})["base_url"] == "tcp://10.0.0.4:2376"
-    assert ci.docker_client_kwargs("tcp://10.0.0.4:2375", 2376, {})["base_url"] == "tcp://10.0.0.4:2375"
-    ssh = ci.docker_client_kwargs("ssh://edgeops@edgevm", 47122, {"use_ssh_client": True, "timeout": 30})
+    assert docker_ssh.docker_client_kwargs(None, None, {})["base_url"] == "unix:///var/run/docker.sock"
+    assert docker_ssh.docker_client_kwargs("tcp://10.0.0.4", 2376, {})["base_url"] == "tcp://10.0.0.4:2376"
+    assert docker_ssh.docker_client_kwargs("tcp://10.0.0.4:2375", 2376, {})["base_url"] == "tcp://10.0.0.4:2375"
+    ssh = docker_ssh.docker_client_kwargs("ssh://edgeops@edgevm", 47122, {"use_ssh_client": True, "timeout": 30})
     assert ssh["base_url"] == "ssh://edgeops@edgevm:47122" and ssh["use_ssh_client"] is True and ssh["timeout"] == 30
     with pytest.raises(ContainerImageError, match="expected unix://, tcp:// or ssh://"):
-        ci.docker_client_kwargs("edgevm:2375", None, {})
+        docker_ssh.docker_client_kwargs("edgevm:2375", None, {})
 
 
 def test_parse_host_key_with_and_without_type():
     blob = "AAAAC3NzaC1lZDI1NTE5AAAAIIjlw4ykkK/QD4iR3PxNFQZXOLMEMZiSHQubBlej9Bfa"
-    key_type, key = ci.parse_host_key(f"ssh-ed25519 {blob}")
+    key_type, key = docker_ssh.parse_host_key(f"ssh-ed25519 {blob}")
     assert key_type == "ssh-ed25519" and key.get_base64() == blob
-    assert ci.parse_host_key(blob)[0] == "ssh-ed25519"
+    assert docker_ssh.parse_host_key(blob)[0] == "ssh-ed25519"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import importlib.resources
 import shlex
 import subprocess
 
 import pytest
 
 from edge_training.exceptions import EdgeVMError
-from edge_training.hooks.edge_vm import (
+from edge_training.hooks.edge_vm_checks import (
     ReadinessParams,
     as_bool,
     build_checks,
@@ -180,6 +181,25 @@ def test_probe_parameters_are_shell_quoted():
     out = subprocess.run(["bash", "-c", head + '\nprintf "%s\\n%s" "$P_IMAGE" "$P_WORKDIR"'], capture_output=True, text=True, check=True)
     assert out.stdout == f"{params.image}\n{params.workdir}"
     assert shlex.quote(params.image) in script
+
+
+def test_the_shipped_probe_file_is_what_runs():
+    """render_probe sends probes/edge_vm_readiness.sh as shipped, after the P_* assignments, and bash parses it."""
+    shipped = importlib.resources.files("edge_training.probes").joinpath("edge_vm_readiness.sh").read_text()
+    assert shipped.startswith("#!/usr/bin/env bash\n") and shipped.endswith("\nemit done 1\n")
+    body = shipped[shipped.index("\nset -u\n"):]
+    params = ReadinessParams(image="img:1", workdir="/srv/work", blob_endpoint="blob.local:443", require_gpu=True)
+    rendered = render_probe(params)
+    assert rendered.endswith(shipped)
+    head = rendered[: -len(shipped)].splitlines()
+    names = [line.split("=", 1)[0] for line in head]
+    assert names == ["P_IMAGE", "P_WORKDIR", "P_DOCKER_HOST", "P_DOCKER_TIMEOUT", "P_PULL", "P_BLOB_HOST",
+                     "P_BLOB_PORT", "P_TCP_TIMEOUT", "P_GPU", "P_SSHD_CONFIG"]
+    assert head[0] == "P_IMAGE=img:1" and "P_BLOB_HOST=blob.local" in head and "P_GPU=1" in head
+    for name in names:
+        assert name in body, f"the probe never reads {name}"
+    syntax = subprocess.run(["bash", "-n"], input=rendered, capture_output=True, text=True)
+    assert syntax.returncode == 0, syntax.stderr
 
 
 def test_password_auth_from_the_live_daemon_when_config_is_unreadable():

@@ -10,17 +10,16 @@ import pytest
 
 from edge_training.exceptions import LocalityPolicyError, SchemaDriftError, StackHubError
 from edge_training.hooks.stackhub_blob import (
-    Fingerprint,
     Reservoir,
     StackHubSettings,
     backoff_delay,
     check_container_name,
-    check_locality,
     compare_columns,
     data_uri,
-    fingerprint_entries,
     parse_header,
 )
+from edge_training.hooks.stackhub_fingerprint import Fingerprint, fingerprint_entries
+from edge_training.hooks.stackhub_locality import check_locality
 from edge_training.triggers.stackhub_blob import StackHubPartitionTrigger
 
 DOMAIN = "local.azurestack.external"

@@ -1,4 +1,17 @@
-"""Hooks: one module per service. They hold SDK calls, status vocabularies and validation."""
+"""Hooks: one module per service, holding its SDK calls, plus the pure modules each leans on.
+
+- Azure ML: azureml (the hook, status vocabulary, job logs) with azureml_connection (the connection
+  form and parsing), azureml_naming (job names), azureml_polling (the wait's backoff policy) and
+  azureml_sdk_private (every use of the SDK's private APIs, so an SDK upgrade touches one file).
+- Stack Hub blob: stackhub_blob (the hook, partition scan, manifest) with stackhub_locality (which
+  endpoints count as on premises) and stackhub_fingerprint (the data fingerprint).
+- Edge VM: edge_vm (the SSH hook) with edge_vm_checks (the probe's output turned into checks); the
+  probe itself is edge_training/probes/edge_vm_readiness.sh.
+- The model image: container_image (the hook: build context, build, smoke test, push) with
+  image_identity (tags, labels), docker_ssh (the docker_edge connection as a client), docker_streams
+  (build/push stream readers), registry_client (the registry's HTTP API) and smoke_test (the verdict;
+  the probe is edge_training/probes/smoke_probe.py).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +25,7 @@ def connection_types() -> list[dict]:
     import importlib
 
     found = []
-    for name in ("azureml",):
+    for name in ("azureml_connection",):
         try:
             module = importlib.import_module(f"edge_training.hooks.{name}")
         except ImportError:

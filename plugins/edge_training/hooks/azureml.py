@@ -1,13 +1,13 @@
-"""Azure Machine Learning: connection, job and model calls through the real azure-ai-ml SDK.
+"""Azure Machine Learning: job and model calls through the real azure-ai-ml SDK, and AML's status vocabulary.
 
-Everything that knows the SDK, the AML status vocabulary or the connection's shape lives here;
-operators, the trigger and the sensor only call these methods.
+Operators, the trigger and the sensor only call these methods. The connection's form and parsing live in
+azureml_connection, job naming in azureml_naming, the polling policy in azureml_polling, and every
+azure-ai-ml private API the hook needs in azureml_sdk_private.
 """
 
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import hashlib
 import json
 import logging
@@ -15,10 +15,9 @@ import os
 import re
 import tempfile
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,9 @@ from edge_training.exceptions import (
     ModelOutputError,
     ModelRegistrationError,
 )
+from edge_training.hooks import azureml_sdk_private as sdk_private
+from edge_training.hooks.azureml_connection import CONN_TYPE, AzureMLConnectionConfig, parse_connection
+from edge_training.hooks.azureml_polling import TRANSIENT_HTTP_STATUSES, parse_retry_after
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -43,9 +45,8 @@ for _noisy in ("azure.core.pipeline.policies.http_logging_policy", "azure.identi
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 # "Class X: This is an experimental class" is printed for SDK-internal schema classes on every import,
 # and lands in the task log as six error lines that mean nothing to an operator.
-logging.getLogger("azure.ai.ml._utils._experimental").setLevel(logging.ERROR)
+logging.getLogger(sdk_private.EXPERIMENTAL_NOTICE_LOGGER).setLevel(logging.ERROR)
 
-CONN_TYPE = "azureml"
 _CLOUD_ENV = "AZUREML_CURRENT_CLOUD"
 _OPEN_CLIENTS_LOCK = threading.Lock()
 DEFAULT_CONN_ID = "azureml_default"
@@ -72,319 +73,6 @@ IN_PROGRESS_STATUSES = frozenset(
 )
 #: States in which the job's own log is being written; the trigger reads the log only then.
 LOGGING_STATUSES = frozenset({"Running", "Finalizing", "CancelRequested"})
-
-#: HTTP statuses a retry may cure. Anything else (400, 401, 403, 404, 409...) is a real error.
-TRANSIENT_HTTP_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-
-# AML job names: letters, digits, '-' and '_', starting with a letter or digit, at most 255 long.
-JOB_NAME_MAX = 255
-_JOB_NAME_BAD = re.compile(r"[^a-z0-9_-]+")
-_ATTEMPT_SUFFIX = re.compile(r"^(?P<base>.+)-a(?P<n>\d+)$")
-#: Room kept for the attempt suffix ("-a2" ... "-a999") when a base name is truncated.
-_SUFFIX_ROOM = 5
-_FINGERPRINT_CHARS = 16
-
-# --- clouds --------------------------------------------------------------------------------------
-#: Spellings accepted for the public and sovereign clouds, mapped to the SDK's cloud names.
-KNOWN_CLOUDS = {
-    "public": "AzureCloud",
-    "azurecloud": "AzureCloud",
-    "china": "AzureChinaCloud",
-    "azurechinacloud": "AzureChinaCloud",
-    "usgov": "AzureUSGovernment",
-    "usgovernment": "AzureUSGovernment",
-    "azureusgovernment": "AzureUSGovernment",
-}
-_AUTHORITY_HOSTS = {
-    "AzureCloud": "login.microsoftonline.com",
-    "AzureChinaCloud": "login.chinacloudapi.cn",
-    "AzureUSGovernment": "login.microsoftonline.us",
-}
-CUSTOM_CLOUD_KEYS = (
-    "azure_portal",
-    "resource_manager",
-    "active_directory",
-    "aml_resource_id",
-    "storage_endpoint",
-    "registry_discovery_endpoint",
-)
-AUTH_TYPES = ("service_principal", "managed_identity", "workload_identity", "default")
-
-#: provider-info entry (``connection-types``) so the UI shows the azureml form without importing this module.
-CONNECTION_TYPE: dict[str, Any] = {
-    "hook-class-name": "edge_training.hooks.azureml.AzureMLHook",
-    "hook-name": "Azure Machine Learning (edge training)",
-    "connection-type": CONN_TYPE,
-    "conn-fields": {
-        "subscription_id": {"label": "Subscription ID", "schema": {"type": ["string", "null"]}},
-        "resource_group": {"label": "Resource group", "schema": {"type": ["string", "null"]}},
-        "workspace_name": {"label": "Workspace name", "schema": {"type": ["string", "null"]}},
-        "tenant_id": {"label": "Tenant ID", "schema": {"type": ["string", "null"]}},
-        "auth_type": {
-            "label": "Authentication",
-            "schema": {"type": ["string", "null"], "default": "service_principal", "enum": list(AUTH_TYPES)},
-            "description": "service_principal uses Client ID/secret (login/password); managed_identity and "
-            "workload_identity use the host's identity; default is DefaultAzureCredential.",
-        },
-        "cloud": {
-            "label": "Cloud",
-            "schema": {"type": ["string", "null"], "default": "public"},
-            "description": "public, china, usgov, or custom (then fill Cloud metadata).",
-        },
-        "cloud_name": {
-            "label": "Custom cloud name",
-            "schema": {"type": ["string", "null"]},
-            "description": "A readable prefix; the hook makes it unique per endpoint.",
-        },
-        "cloud_metadata": {
-            "label": "Cloud metadata (JSON)",
-            "schema": {"type": ["string", "object", "null"]},
-            "description": "For a custom cloud: " + ", ".join(CUSTOM_CLOUD_KEYS) + ".",
-        },
-        "ca_bundle": {
-            "label": "CA bundle path",
-            "schema": {"type": ["string", "null"]},
-            "description": "PEM file that signs the AML endpoint's certificate (Azure Stack Hub, private CA).",
-        },
-        "federated_token_file": {
-            "label": "Federated token file",
-            "schema": {"type": ["string", "null"]},
-            "description": "workload_identity only; defaults to $AZURE_FEDERATED_TOKEN_FILE.",
-        },
-    },
-    "ui-field-behaviour": {
-        "hidden-fields": ["schema", "port", "host"],
-        "relabeling": {"login": "Client ID", "password": "Client secret"},
-        "placeholders": {
-            "login": "service principal or managed identity client ID",
-            "password": "service principal secret",
-            "subscription_id": "00000000-0000-0000-0000-000000000000",
-            "workspace_name": "my-workspace",
-            "cloud_metadata": '{"resource_manager": "https://management.local.azurestack.external", ...}',
-        },
-    },
-}
-
-
-# --- connection parsing (pure) -------------------------------------------------------------------
-@dataclass(frozen=True)
-class AzureMLConnectionConfig:
-    """What the hook needs from an ``azureml`` connection. ``client_secret`` is excluded from repr."""
-
-    subscription_id: str
-    resource_group: str
-    workspace_name: str
-    auth_type: str
-    cloud: str
-    tenant_id: str | None = None
-    client_id: str | None = None
-    client_secret: str | None = field(default=None, repr=False)
-    cloud_metadata: dict[str, str] | None = None
-    ca_bundle: str | None = None
-    federated_token_file: str | None = None
-
-    @property
-    def is_custom_cloud(self) -> bool:
-        return self.cloud_metadata is not None
-
-    @property
-    def authority(self) -> str | None:
-        """The AAD/ADFS authority the credential talks to (None: azure-identity's public default)."""
-        if self.cloud_metadata is not None:
-            return self.cloud_metadata["active_directory"]
-        if self.cloud == "AzureCloud":
-            return None
-        return _AUTHORITY_HOSTS[self.cloud]
-
-
-def _extra_value(extra: Mapping[str, Any], key: str) -> Any:
-    """Read a field as stored by the UI form (``extra__azureml__key``) or by hand (``key``)."""
-    value = extra.get(key)
-    if value in (None, ""):
-        value = extra.get(f"extra__{CONN_TYPE}__{key}")
-    return None if value == "" else value
-
-
-def custom_cloud_name(prefix: str | None, metadata: Mapping[str, str]) -> str:
-    """A cloud name unique to these endpoints.
-
-    azure-ai-ml registers a custom cloud once per process under its name and silently ignores a
-    second registration with other endpoints, so two connections sharing a name would talk to
-    whichever registered first. Hashing the metadata into the name rules that out.
-    """
-    digest = hashlib.sha256(json.dumps(dict(metadata), sort_keys=True).encode()).hexdigest()[:12]
-    stem = re.sub(r"[^A-Za-z0-9]+", "", prefix or "") or "EdgeCustomCloud"
-    return f"{stem}{digest}"
-
-
-def parse_connection(
-    conn_id: str, *, extra: Mapping[str, Any], login: str | None = None, password: str | None = None
-) -> AzureMLConnectionConfig:
-    """Validate an ``azureml`` connection's fields; errors name the connection and the field."""
-
-    def need(key: str) -> str:
-        value = _extra_value(extra, key)
-        if not value:
-            raise AzureMLConnectionError(f"Connection {conn_id!r}: extra field {key!r} is required but empty")
-        return str(value)
-
-    auth_type = str(_extra_value(extra, "auth_type") or "service_principal").lower()
-    if auth_type not in AUTH_TYPES:
-        raise AzureMLConnectionError(
-            f"Connection {conn_id!r}: auth_type must be one of {', '.join(AUTH_TYPES)}, found {auth_type!r}"
-        )
-    client_id = login or _extra_value(extra, "client_id")
-    client_secret = password or _extra_value(extra, "client_secret")
-    tenant_id = _extra_value(extra, "tenant_id")
-    if auth_type == "service_principal" and not (tenant_id and client_id and client_secret):
-        missing = [n for n, v in (("tenant_id", tenant_id), ("client_id", client_id), ("client_secret", client_secret)) if not v]
-        raise AzureMLConnectionError(
-            f"Connection {conn_id!r}: auth_type service_principal needs tenant_id, client_id (login) and "
-            f"client_secret (password); missing: {', '.join(missing)}"
-        )
-    if auth_type == "workload_identity" and not tenant_id:
-        raise AzureMLConnectionError(f"Connection {conn_id!r}: auth_type workload_identity needs tenant_id")
-
-    raw_cloud = str(_extra_value(extra, "cloud") or "public")
-    metadata_raw = _extra_value(extra, "cloud_metadata")
-    cloud_metadata: dict[str, str] | None = None
-    if raw_cloud.lower() == "custom" or metadata_raw:
-        if isinstance(metadata_raw, str):
-            try:
-                metadata_raw = json.loads(metadata_raw)
-            except json.JSONDecodeError as err:
-                raise AzureMLConnectionError(
-                    f"Connection {conn_id!r}: cloud_metadata must be a JSON object, found unparsable text ({err})"
-                ) from err
-        if not isinstance(metadata_raw, Mapping):
-            raise AzureMLConnectionError(
-                f"Connection {conn_id!r}: cloud 'custom' needs cloud_metadata with keys "
-                f"{', '.join(CUSTOM_CLOUD_KEYS)}; found {type(metadata_raw).__name__}"
-            )
-        missing = [k for k in CUSTOM_CLOUD_KEYS if not metadata_raw.get(k)]
-        if missing:
-            raise AzureMLConnectionError(
-                f"Connection {conn_id!r}: cloud_metadata lacks {', '.join(missing)} "
-                f"(a custom cloud needs all of {', '.join(CUSTOM_CLOUD_KEYS)})"
-            )
-        cloud_metadata = {k: str(metadata_raw[k]) for k in CUSTOM_CLOUD_KEYS}
-        cloud = custom_cloud_name(_extra_value(extra, "cloud_name"), cloud_metadata)
-    else:
-        cloud = KNOWN_CLOUDS.get(raw_cloud.lower().replace("_", "").replace("-", ""))
-        if cloud is None:
-            raise AzureMLConnectionError(
-                f"Connection {conn_id!r}: cloud must be public, china, usgov or custom, found {raw_cloud!r}"
-            )
-
-    return AzureMLConnectionConfig(
-        subscription_id=need("subscription_id"),
-        resource_group=need("resource_group"),
-        workspace_name=need("workspace_name"),
-        auth_type=auth_type,
-        cloud=cloud,
-        tenant_id=tenant_id,
-        client_id=client_id,
-        client_secret=client_secret,
-        cloud_metadata=cloud_metadata,
-        ca_bundle=_extra_value(extra, "ca_bundle"),
-        federated_token_file=_extra_value(extra, "federated_token_file"),
-    )
-
-
-# --- job naming (pure) ---------------------------------------------------------------------------
-def sanitize_job_name(text: str) -> str:
-    """Lower-case, map every run of disallowed characters to '-', trim separators at both ends."""
-    cleaned = _JOB_NAME_BAD.sub("-", text.lower()).strip("-_")
-    return re.sub(r"-{2,}", "-", cleaned)
-
-
-def build_job_name(dag_id: str, partition: str, data_fingerprint: str) -> str:
-    """Deterministic AML job name for one DAG, one partition and one version of its data.
-
-    The same inputs always give the same name, so a retry, a cleared task or a re-run backfill
-    finds the job it (or an earlier try) submitted. A long DAG id is cut, and a hash of the full
-    identity is added so two cut names cannot collide.
-    """
-    if not dag_id or not partition or not data_fingerprint:
-        raise AzureMLError(
-            "AML job name needs a dag_id, a partition and a data fingerprint; found "
-            f"dag_id={dag_id!r}, partition={partition!r}, data_fingerprint={data_fingerprint!r}"
-        )
-    fingerprint = sanitize_job_name(data_fingerprint)[:_FINGERPRINT_CHARS]
-    stem = sanitize_job_name(f"{dag_id}-{partition}")
-    name = f"{stem}-{fingerprint}"
-    limit = JOB_NAME_MAX - _SUFFIX_ROOM
-    if len(name) > limit:
-        identity = hashlib.sha256(f"{dag_id}\0{partition}\0{data_fingerprint}".encode()).hexdigest()[:8]
-        keep = limit - len(fingerprint) - len(identity) - 2
-        name = f"{stem[:keep].rstrip('-_')}-{identity}-{fingerprint}"
-    if not name[0].isalnum():
-        name = f"j{name}"[:limit]
-    return name
-
-
-def attempt_name(base: str, attempt: int) -> str:
-    """Name of the n-th attempt: the base name first, then ``base-a2``, ``base-a3``..."""
-    if attempt < 1:
-        raise ValueError(f"attempt numbers start at 1, found {attempt}")
-    return base if attempt == 1 else f"{base}-a{attempt}"
-
-
-# --- polling policy (pure) -----------------------------------------------------------------------
-@dataclass(frozen=True)
-class PollPolicy:
-    """How often the trigger, the sensor and the sync operator look at a job.
-
-    Healthy polling ramps from ``initial_s`` by ``factor`` up to ``max_s`` with up to ``jitter``
-    (a fraction) taken off each interval below the cap, so many jobs started together spread
-    out. At the cap the interval is exactly ``max_s``: the phases are already spread, and a fixed
-    15 s keeps both promises at once (at most 4 status calls a minute on a long job, and a
-    finished job noticed within 15 s). Errors back off separately, from ``error_initial_s``
-    doubling to ``error_max_s`` with full jitter, and never sooner than a server's Retry-After.
-    """
-
-    initial_s: float = 5.0
-    factor: float = 1.5
-    max_s: float = 15.0
-    jitter: float = 0.2
-    error_initial_s: float = 2.0
-    error_max_s: float = 60.0
-
-    def interval(self, polls_done: int, rand: float) -> float:
-        """Seconds to wait after ``polls_done`` healthy polls; ``rand`` is uniform in [0, 1)."""
-        raw = self.initial_s * self.factor ** max(polls_done, 0)
-        if raw >= self.max_s:
-            return self.max_s
-        return raw * (1.0 - self.jitter * rand)
-
-    def error_delay(self, consecutive_errors: int, rand: float, retry_after_s: float | None = None) -> float:
-        """Seconds to wait after the n-th consecutive transient error (n >= 1)."""
-        ceiling = min(self.error_max_s, self.error_initial_s * 2 ** max(consecutive_errors - 1, 0))
-        delay = ceiling * (0.5 + 0.5 * rand)
-        if retry_after_s is not None:
-            delay = max(delay, min(retry_after_s, self.error_max_s * 5))
-        return delay
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None when absent or unparsable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 # --- log reading (pure part) ---------------------------------------------------------------------
@@ -596,16 +284,7 @@ class AzureMLHook(BaseHook):
         if client is not None:
             # Generated service clients (one HTTP session each) hang off the MLClient; the job
             # operations create their run-history/dataplane clients lazily.
-            closables = [v for v in vars(client).values() if hasattr(v, "_client") and hasattr(v, "_config")]
-            jobs = getattr(client, "_jobs", None)
-            for attr in ("_runs_operations_client", "_dataset_dataplane_operations_client",
-                         "_model_dataplane_operations_client"):
-                operation_group = getattr(getattr(jobs, attr, None), "_operation", None)
-                if operation_group is not None:
-                    closables.append(getattr(operation_group, "_client", None))
-            requests_pipeline = getattr(client, "_requests_pipeline", None)
-            closables.append(getattr(requests_pipeline, "_transport", None))
-            for item in closables:
+            for item in sdk_private.mlclient_http_closables(client):
                 self._close_quietly(item)
             with _OPEN_CLIENTS_LOCK:
                 AzureMLHook._open_clients -= 1
@@ -618,7 +297,7 @@ class AzureMLHook(BaseHook):
         self._close_quietly(credential)
         pipeline, self._log_pipeline = self._log_pipeline, None
         if pipeline is not None:
-            self._close_quietly(getattr(pipeline, "_transport", None))
+            self._close_quietly(sdk_private.pipeline_transport(pipeline))
 
     def _close_quietly(self, item: Any) -> None:
         """Closing is cleanup: a session that fails to close must not hide the task's real outcome."""
@@ -814,7 +493,7 @@ class AzureMLHook(BaseHook):
 
     def _run_details(self, name: str) -> Any:
         with self._translated(f"Reading run history of AML job {name!r}"):
-            return self.client.jobs._runs_operations.get_run_details(name)
+            return sdk_private.get_run_details(self.client, name)
 
     def get_run_info(self, name: str) -> JobRunInfo:
         """The job's own error message (if any) and its start/end time, from run history."""
@@ -899,10 +578,8 @@ class AzureMLHook(BaseHook):
         with self._translated(f"Downloading output {output_name!r} of AML job {name!r}"), self._storage_trust():
             if re.match(r"^azureml://(subscriptions/.+/)?datastores/", uri):
                 # The output's datastore path: the SDK reads it with the datastore's own credentials.
-                from azure.ai.ml._artifacts._artifact_utilities import download_artifact_from_aml_uri
-
                 folder = destination / output_name
-                download_artifact_from_aml_uri(uri, str(folder), self.client.datastores)
+                sdk_private.download_datastore_uri(self.client, uri, str(folder))
             else:
                 self.client.jobs.download(name, output_name=output_name, download_path=str(destination))
                 folder = destination / "named-outputs" / output_name

@@ -1,14 +1,15 @@
-"""Azure Stack Hub blob storage: locality policy, partition completeness, shape, fingerprint, manifest.
+"""Azure Stack Hub blob storage: the hook (partition completeness, shape) and its manifest writer.
 
 Stack Hub speaks blob REST API versions up to 2019-07-07, so every client is built with that
 ``api_version`` and a connection string with ``EndpointSuffix`` (shared key; SDK-made SAS tokens
 carry a newer ``sv`` and fail there). The data must stay on premises: before any request, the
 account endpoint is checked against the configured Stack Hub domain and public Azure suffixes are
-refused unless the policy says otherwise.
+refused unless the policy says otherwise (the policy itself is :mod:`.stackhub_locality`).
 
 Partitions can hold tens of thousands of blobs. :meth:`StackHubBlobHook.validate_partition` makes
-one pass over the listing (already sorted by name), hashing each entry as it goes and spooling the
-manifest's file list to a temporary file, so memory stays flat whatever the blob count.
+one pass over the listing (already sorted by name), hashing each entry as it goes (the
+fingerprint is :mod:`.stackhub_fingerprint`) and spooling the manifest's file list to a
+temporary file, so memory stays flat whatever the blob count.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import csv
 import datetime as dt
 import fnmatch
 import functools
-import hashlib
 import io
 import json
 import logging
@@ -27,7 +27,7 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -36,12 +36,13 @@ from urllib.parse import urlsplit
 from airflow.sdk import BaseHook
 
 from edge_training.exceptions import (
-    LocalityPolicyError,
     PartitionIncompleteError,
     SchemaDriftError,
     StackHubAuthError,
     StackHubError,
 )
+from edge_training.hooks.stackhub_fingerprint import FINGERPRINT_VERSION, Fingerprint
+from edge_training.hooks.stackhub_locality import check_locality
 from edge_training.partitions import date_in_prefix, validate_prefix
 from edge_training.partitions import partition_date as _partition_date
 
@@ -53,135 +54,11 @@ AUTH_ERROR_CODES = frozenset({"AuthorizationFailure", "AuthenticationFailed", "A
 DEFAULT_MARKER = "_SUCCESS"
 DEFAULT_DATA_PATTERN = "part-*.csv"
 HEADER_BYTES = 1024
-FINGERPRINT_VERSION = "edge-training-fingerprint/v1"
-# Public Azure clouds' blob endpoint suffixes (global, China, US Gov, Germany, the DNS-zone
-# endpoints, and the air-gapped clouds). A Stack Hub account never lives under these.
-PUBLIC_BLOB_SUFFIXES = (
-    "core.windows.net",
-    "core.chinacloudapi.cn",
-    "core.usgovcloudapi.net",
-    "core.cloudapi.de",
-    "storage.azure.net",
-    "core.microsoft.scloud",
-    "core.eaglex.ic.gov",
-)
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(?:-[a-z0-9]+)*$")
 # Blob names listed in a failure message are capped, so a bad 20,000-file partition stays readable.
 _MAX_NAMED = 20
 # azure-core logs every request and response at INFO; a 20,000-blob partition would flood the task log.
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
-
-
-# ---------------------------------------------------------------------------------------------
-# Locality policy (pure)
-# ---------------------------------------------------------------------------------------------
-def public_suffix_of(host: str) -> str | None:
-    """Return the public Azure suffix ``host`` belongs to, or None."""
-    host = host.lower().rstrip(".")
-    for suffix in PUBLIC_BLOB_SUFFIXES:
-        if host == suffix or host.endswith("." + suffix):
-            return suffix
-    return None
-
-
-def check_locality(
-    endpoint_url: str,
-    *,
-    stack_hub_domain: str | None,
-    allow_public_endpoint: bool = False,
-    allowed_hosts: Iterable[str] = (),
-) -> str:
-    """Refuse an account endpoint outside the Stack Hub domain; return its host when allowed.
-
-    A Stack Hub blob endpoint is ``<account>.blob.<region>.<fqdn>``; ``stack_hub_domain`` is
-    ``<region>.<fqdn>`` (``local.azurestack.external`` on the ASDK and the devstack). Hosts listed
-    in ``allowed_hosts`` (e.g. a path-style loopback endpoint) are accepted as they are.
-    """
-    parts = urlsplit(endpoint_url)
-    if "@" in parts.netloc:
-        # https://user@a.blob.core.windows.net@b.blob.<stack hub> reads as one host to a person and
-        # another to a parser: user info has no place in a storage endpoint, so it is never accepted.
-        raise LocalityPolicyError(
-            f"storage endpoint {endpoint_url!r} carries user info (text before '@' in its authority): "
-            "expected https://<account>.blob.<stack hub domain>[:port] with no user info"
-        )
-    host = (parts.hostname or "").lower().rstrip(".")
-    if not host:
-        raise LocalityPolicyError(f"storage endpoint {endpoint_url!r} has no host name")
-    allowed = {h.lower() for h in allowed_hosts}
-    public = public_suffix_of(host)
-    if public:
-        if allow_public_endpoint:
-            return host
-        raise LocalityPolicyError(
-            f"storage endpoint {host} is a public Azure cloud endpoint (*.{public}): expected an account "
-            f"inside the Stack Hub domain *.blob.{stack_hub_domain or '<stack_hub_domain>'}; the data must "
-            "not leave the premises (set allow_public_endpoint=True only if the policy allows it)"
-        )
-    if host in allowed:
-        return host
-    if not stack_hub_domain:
-        raise LocalityPolicyError(
-            f"storage endpoint {host}: no Stack Hub domain is configured (connection extra "
-            "'stack_hub_domain', e.g. 'local.azurestack.external'), so locality cannot be verified"
-        )
-    domain = stack_hub_domain.lower().strip(".")
-    suffix = ".blob." + domain
-    account = host[: -len(suffix)] if host.endswith(suffix) else ""
-    if not account or "." in account:
-        raise LocalityPolicyError(
-            f"storage endpoint {host} is outside the Stack Hub domain: expected <account>{suffix}"
-        )
-    return host
-
-
-# ---------------------------------------------------------------------------------------------
-# Fingerprint (pure, streaming)
-# ---------------------------------------------------------------------------------------------
-class Fingerprint:
-    """SHA-256 over the sorted (name, size, Content-MD5 or ETag) of data files, fed one at a time.
-
-    Entries must arrive sorted by name (a blob listing is); nothing is accumulated, so memory is
-    flat. Content-MD5 is preferred because it is stable across re-uploads of the same bytes; blobs
-    without one (block-list uploads) fall back to their ETag.
-    """
-
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256(FINGERPRINT_VERSION.encode() + b"\n")
-        self._last: str | None = None
-        self.count = 0
-        self.bytes = 0
-
-    @staticmethod
-    def tag(content_md5: bytes | bytearray | None, etag: str | None) -> str:
-        if content_md5:
-            return "md5:" + base64.b64encode(bytes(content_md5)).decode()
-        if etag:
-            return "etag:" + etag.strip('"')
-        raise StackHubError("blob has neither Content-MD5 nor ETag: cannot fingerprint it")
-
-    def add(self, name: str, size: int, content_md5: bytes | bytearray | None, etag: str | None) -> None:
-        if self._last is not None and name <= self._last:
-            raise StackHubError(
-                f"blob listing is not sorted by name: {name!r} came after {self._last!r}; "
-                "expected the service's lexicographic order"
-            )
-        record = json.dumps([name, int(size), self.tag(content_md5, etag)], separators=(",", ":"))
-        self._hash.update(record.encode() + b"\n")
-        self._last = name
-        self.count += 1
-        self.bytes += int(size)
-
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()
-
-
-def fingerprint_entries(entries: Iterable[tuple[str, int, bytes | None, str | None]]) -> tuple[str, int, int]:
-    """Fingerprint (name, size, content_md5, etag) tuples; return (hexdigest, count, bytes)."""
-    fp = Fingerprint()
-    for name, size, md5, etag in entries:
-        fp.add(name, size, md5, etag)
-    return fp.hexdigest(), fp.count, fp.bytes
 
 
 # ---------------------------------------------------------------------------------------------

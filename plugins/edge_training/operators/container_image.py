@@ -17,17 +17,15 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from edge_training import project
+from edge_training import lineage
 from edge_training.exceptions import ContainerImageError
-from edge_training.hooks.container_image import (
-    DEFAULT_SERVING_DIR,
+from edge_training.hooks.container_image import DEFAULT_SERVING_DIR, ContainerImageHook, prepare_context
+from edge_training.hooks.image_identity import (
     IDENTITY_LABELS,
     LABEL_PREFIX,
-    ContainerImageHook,
     build_args,
     image_tags,
     model_labels,
-    prepare_context,
     repository_name,
 )
 from edge_training.links.container_image import ContainerImageLink, image_url
@@ -140,7 +138,7 @@ class ModelImageBuildOperator(BaseOperator):
         labels = model_labels(
             model_name=self.model_name, model_version=self.model_version,
             data_fingerprint=self.data_fingerprint, job_name=self.job_name, partition=self.partition,
-            git_commit=self.git_commit or project.git_commit(), created=created,
+            git_commit=self.git_commit or lineage.git_commit(), created=created,
         )
         result: dict[str, Any] = {
             "registry": registry,

@@ -8,8 +8,8 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from edge_training.exceptions import EdgeVMNotReadyError
-from edge_training.hooks.edge_vm import (
-    EdgeVMHook,
+from edge_training.hooks.edge_vm import EdgeVMHook
+from edge_training.hooks.edge_vm_checks import (
     ReadinessParams,
     as_bool,
     failure_summary,

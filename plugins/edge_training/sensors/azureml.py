@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator
 
 from edge_training.exceptions import AzureMLError, AzureMLJobFailedError, AzureMLJobTimeoutError
-from edge_training.hooks.azureml import DEFAULT_CONN_ID, STATUS_COMPLETED, AzureMLHook, PollPolicy
+from edge_training.hooks.azureml import DEFAULT_CONN_ID, STATUS_COMPLETED, AzureMLHook
+from edge_training.hooks.azureml_polling import PollPolicy
 from edge_training.links.azureml import AzureMLJobLink
 from edge_training.triggers.azureml import EVENT_ERROR, EVENT_TIMEOUT, AzureMLJobTrigger, first_event
 

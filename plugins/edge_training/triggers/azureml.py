@@ -17,8 +17,8 @@ from edge_training.hooks.azureml import (
     LOGGING_STATUSES,
     AzureMLHook,
     JobState,
-    PollPolicy,
 )
+from edge_training.hooks.azureml_polling import PollPolicy
 
 #: The only errors the trigger waits out. Everything else ends the wait with an error event.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (AzureMLTransientError,)

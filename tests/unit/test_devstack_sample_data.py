@@ -8,20 +8,20 @@ import io
 
 import pytest
 
-from devstack import seed, telemetry
+from devstack import sample_data, seed
 
 DAY = dt.date(2026, 11, 10)
 
 
 def test_same_date_gives_identical_bytes_and_other_dates_differ():
-    a = telemetry.partition_files(DAY, rows=500, parts=3)
-    b = telemetry.partition_files(DAY, rows=500, parts=3)
+    a = sample_data.partition_files(DAY, rows=500, parts=3)
+    b = sample_data.partition_files(DAY, rows=500, parts=3)
     assert a == b
-    assert telemetry.partition_files(DAY + dt.timedelta(days=1), rows=500, parts=3) != a
+    assert sample_data.partition_files(DAY + dt.timedelta(days=1), rows=500, parts=3) != a
 
 
 def test_partition_has_parts_and_an_empty_success_marker_and_all_rows():
-    files = telemetry.partition_files(DAY, rows=1001, parts=4)
+    files = sample_data.partition_files(DAY, rows=1001, parts=4)
     assert list(files) == ["part-00000.csv", "part-00001.csv", "part-00002.csv", "part-00003.csv",
                            "_SUCCESS"]
     assert files["_SUCCESS"] == b""
@@ -30,7 +30,7 @@ def test_partition_has_parts_and_an_empty_success_marker_and_all_rows():
         if name == "_SUCCESS":
             continue
         rows = list(csv.DictReader(io.StringIO(data.decode())))
-        assert tuple(rows[0].keys()) == telemetry.COLUMNS
+        assert tuple(rows[0].keys()) == sample_data.COLUMNS
         for row in rows:
             assert row["timestamp"].startswith("2026-11-10T")
             assert row["failure"] in {"0", "1"}
@@ -40,11 +40,11 @@ def test_partition_has_parts_and_an_empty_success_marker_and_all_rows():
 
 
 def test_label_depends_on_the_features():
-    rows = telemetry.generate_rows(DAY, 4000)
+    rows = sample_data.generate_rows(DAY, 4000)
     rate = sum(r[-1] for r in rows) / len(rows)
     assert 0.05 < rate < 0.4, rate
     # Rank the rows by the true risk: the riskiest fifth fails far more often than the safest fifth.
-    scored = sorted(rows, key=lambda r: telemetry.failure_probability(
+    scored = sorted(rows, key=lambda r: sample_data.failure_probability(
         temperature_c=r[2], vibration_mm_s=r[3], pressure_kpa=r[4], rpm=r[5], runtime_hours=r[6]))
     fifth = len(scored) // 5
     low = sum(r[-1] for r in scored[:fifth]) / fifth
@@ -54,7 +54,7 @@ def test_label_depends_on_the_features():
 
 def test_bad_sizes_are_refused():
     with pytest.raises(ValueError, match="rows and parts"):
-        telemetry.partition_files(DAY, rows=0, parts=1)
+        sample_data.partition_files(DAY, rows=0, parts=1)
 
 
 def test_seed_layout_and_date_range():

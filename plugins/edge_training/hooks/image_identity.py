@@ -1,0 +1,101 @@
+"""What identifies a model image: its repository, tags and labels, derived from the model and its data.
+
+Two images with the same identity labels hold the same model, which is what makes builds idempotent
+(a tag already holding the same model is not rebuilt) and lets the registry answer "is this model
+already pushed?" without Docker.
+"""
+
+from __future__ import annotations
+
+import re
+
+from edge_training.exceptions import ContainerImageError
+
+# Same namespace as the base image's own label (org.edge-training.base.version).
+LABEL_PREFIX = "org.edge-training."
+# Labels that say which model an image holds. Two images with the same values are the same model
+# (the build time and the git commit of the scoring app do not change what is served).
+IDENTITY_LABELS = ("model.name", "model.version", "data.fingerprint", "job.name")
+
+_REPO_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def repository_name(model_name: str, *, prefix: str | None = None) -> str:
+    """A registry repository for a model name: lower case, runs of other characters become '-'."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", model_name.strip().lower())
+    name = re.sub(r"[._-]{2,}", "-", name).strip("._-")
+    parts = [p for p in (prefix or "").strip("/").split("/") if p] + [name]
+    for part in parts:
+        if not _REPO_COMPONENT.match(part):
+            raise ContainerImageError(
+                f"repository for model {model_name!r}: component {part!r} is not a valid registry path "
+                "component (expected lower-case letters, digits and single . _ - separators)"
+            )
+    return "/".join(parts)
+
+
+def fingerprint_tag(fingerprint: str) -> str:
+    """``fp-`` plus the first 12 characters of the data fingerprint (an algorithm prefix is dropped)."""
+    value = fingerprint.strip().lower()
+    if ":" in value:
+        value = value.split(":", 1)[1]
+    value = re.sub(r"[^a-z0-9]", "", value)[:12]
+    if len(value) < 6:
+        raise ContainerImageError(
+            f"data fingerprint {fingerprint!r}: expected at least 6 alphanumeric characters for the "
+            f"fp- tag, found {len(value)}"
+        )
+    return f"fp-{value}"
+
+
+def image_tags(model_version: str, data_fingerprint: str) -> list[str]:
+    """The tags of a model image: the model version, then the data fingerprint's short form."""
+    version = str(model_version).strip()
+    if not _TAG.match(version):
+        raise ContainerImageError(
+            f"model version {model_version!r} is not a valid image tag (expected letters, digits, "
+            "'_', '.', '-', at most 128 characters, not starting with '.' or '-')"
+        )
+    return [version, fingerprint_tag(data_fingerprint)]
+
+
+def model_labels(*, model_name: str, model_version: str, data_fingerprint: str, job_name: str,
+                 partition: str = "", git_commit: str = "", created: str = "") -> dict[str, str]:
+    """The custom labels of a model image, keyed with LABEL_PREFIX (the Dockerfile sets the same)."""
+    return {
+        f"{LABEL_PREFIX}model.name": str(model_name),
+        f"{LABEL_PREFIX}model.version": str(model_version),
+        f"{LABEL_PREFIX}data.fingerprint": str(data_fingerprint),
+        f"{LABEL_PREFIX}job.name": str(job_name),
+        f"{LABEL_PREFIX}partition": str(partition or ""),
+        f"{LABEL_PREFIX}git.commit": str(git_commit or "unknown"),
+        f"{LABEL_PREFIX}created": str(created),
+    }
+
+
+def build_args(labels: dict[str, str], *, base_image: str, source: str = "") -> dict[str, str]:
+    """Dockerfile build args for the labels (include/serving/Dockerfile declares them)."""
+    p = LABEL_PREFIX
+    return {
+        "BASE_IMAGE": base_image,
+        "MODEL_NAME": labels[f"{p}model.name"],
+        "MODEL_VERSION": labels[f"{p}model.version"],
+        "DATA_FINGERPRINT": labels[f"{p}data.fingerprint"],
+        "JOB_NAME": labels[f"{p}job.name"],
+        "PARTITION": labels[f"{p}partition"],
+        "GIT_COMMIT": labels[f"{p}git.commit"],
+        "CREATED": labels[f"{p}created"],
+        "SOURCE": source,
+    }
+
+
+def label_differences(expected: dict[str, str], found: dict[str, str] | None) -> dict[str, tuple[str, str | None]]:
+    """Identity labels whose value differs: {label: (expected, found)}."""
+    found = found or {}
+    diffs = {}
+    for key in IDENTITY_LABELS:
+        full = f"{LABEL_PREFIX}{key}"
+        if full in expected and found.get(full) != expected[full]:
+            diffs[full] = (expected[full], found.get(full))
+    return diffs
