@@ -14,6 +14,7 @@ together at the battery's first test; the others ask for ``alone`` and run one a
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +34,9 @@ from tests.faults.side_by_side import CASES, SideBySideGroup
 
 #: The side-by-side cases this session selected (a case left out by -k or a node id is not started).
 SELECTED: list[str] = []
+#: The group once started, so the battery's last test can end it.
+STARTED_GROUP: list[SideBySideGroup] = []
+FAULTS_DIR = Path(__file__).parent
 
 
 def pytest_collection_modifyitems(config, items):
@@ -79,13 +83,20 @@ def side_by_side_group(airflow, battery, admin, stack_env, registry) -> SideBySi
     hook = AzureMLHook(azureml_conn_id="azureml_default")
     fixtures = {"airflow": airflow, "battery": battery, "admin": admin, "stack_env": stack_env,
                 "registry": registry, "ml_client": hook.get_conn()}
-    group = SideBySideGroup(SELECTED, fixtures, airflow)
+    group = SideBySideGroup(SELECTED, fixtures, airflow, on_finish=hook.close)
+    STARTED_GROUP.append(group)
     try:
         group.start()
         yield group
     finally:
         group.finish()
-        hook.close()
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """The battery's last test ends the group, not the session's end: its open AML hook holds the SDK's
+    process-wide cloud setting, which the tests after the battery expect restored."""
+    if STARTED_GROUP and (nextitem is None or FAULTS_DIR not in nextitem.path.parents):
+        STARTED_GROUP[0].finish()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -42,10 +42,11 @@ def side_by_side(case: Callable) -> Callable:
 class SideBySideGroup:
     """The selected cases, started together; ``outcome`` re-raises a case's own failure in its test."""
 
-    def __init__(self, selected: list[str], fixtures: dict, airflow) -> None:
+    def __init__(self, selected: list[str], fixtures: dict, airflow, on_finish=None) -> None:
         self.selected = [name for name in CASES if name in selected]
         self.fixtures = fixtures
         self.airflow = airflow
+        self._on_finish = on_finish
         self.futures: dict[str, Future] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._restore_slots: int | None = None
@@ -78,7 +79,7 @@ class SideBySideGroup:
         self.futures[name].result(timeout=CASE_TIMEOUT_S)
 
     def finish(self) -> None:
-        """Wait for every case, then give the pool its slots back (once)."""
+        """Wait for every case, then give the pool its slots back and release what the cases shared (once)."""
         with self._lock:
             if self.futures:
                 wait(list(self.futures.values()), timeout=CASE_TIMEOUT_S)
@@ -88,6 +89,9 @@ class SideBySideGroup:
             if self._restore_slots is not None:
                 self._set_pool_slots(self._restore_slots)
                 self._restore_slots = None
+            if self._on_finish is not None:
+                self._on_finish()
+                self._on_finish = None
 
     def _set_pool_slots(self, slots: int) -> int:
         from devstack.airflow_local import EDGE_VM_POOL
