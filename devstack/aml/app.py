@@ -1,8 +1,8 @@
 """HTTP layer of the AML double: the ARM-style routes azure-ai-ml 1.35 calls, run history, a token
 endpoint for service-principal credentials, and the admin routes (faults, request counters).
 
-Every route here was confirmed against the SDK's own requests (see tests/integration/test_aml_double_*.py
-and /work/shared/aml-rest.md). A route the double does not know answers 404 with the method and path, so a
+Every route here was confirmed against the SDK's own requests (tests/integration/test_aml_double_*.py drive
+them with the real azure-ai-ml client). A route the double does not know answers 404 with the method and path, so a
 new SDK call shows up in the log instead of passing silently.
 """
 

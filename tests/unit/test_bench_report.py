@@ -33,14 +33,14 @@ def test_checks_compare_in_the_stated_direction():
 def test_result_file_and_report_carry_the_measured_values(tmp_path, monkeypatch):
     results, report = load("results"), load("report")
     monkeypatch.setattr(results, "RESULTS_DIR", tmp_path)
-    monkeypatch.setattr(sys, "argv", [str(BENCH / "example.py"), "--runs", "2"])
+    monkeypatch.setattr(sys, "argv", [str(BENCH / "made_up.py"), "--runs", "2"])
     checks = [results.Check("overhead, worst of 2", 1.234, 5.0, "s"),
               results.Check("speed-up", 12.5, 20.0, "x", at_most=False)]
     document = results.write_result("example", checks, [{"run": 1}, {"run": 2}], details={"median": 1.1})
     stored = json.loads((tmp_path / "example.json").read_text())
     assert stored == json.loads(json.dumps(document, default=str))
     assert stored["ok"] is False and [c["ok"] for c in stored["checks"]] == [True, False]
-    assert stored["command"] == ".venv/bin/python bench/example.py --runs 2"
+    assert stored["command"] == ".venv/bin/python bench/made_up.py --runs 2"
     assert stored["samples"] == [{"run": 1}, {"run": 2}]
 
     text = report.render([stored])

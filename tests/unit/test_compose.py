@@ -84,7 +84,8 @@ def test_stack_init_writes_every_connection_the_dag_uses(tmp_path):
 
 def test_compose_creates_the_edge_vm_pool_counting_deferred_tasks(compose_config):
     """Read airflow-init's commands with Airflow's own CLI parser: the edge_vm pool must count deferred
-    trainings (the scheduler-level effect is tested in tests/e2e/test_edge_vm_pool.py)."""
+    trainings (the scheduler-level effect is tested by test_backfill_with_a_missing_partition_then_reprocess_failed
+    in tests/e2e/test_edge_training_dag.py)."""
     import shlex
 
     from airflow.cli.cli_parser import get_parser

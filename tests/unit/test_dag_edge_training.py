@@ -53,7 +53,9 @@ def test_active_runs_default_to_four_and_follow_the_deployment_setting(monkeypat
     assert parsed_max_active_runs() == 9
 
 
-def test_training_is_bounded_by_the_edge_vm_pool_and_deferrable(dag):
+def test_training_takes_an_edge_vm_slot_and_defers_unless_asked_to_wait_in_the_worker(dag):
+    """The wiring only: that the pool really bounds the trainings on the VM is proved through the scheduler
+    by test_backfill_with_a_missing_partition_then_reprocess_failed (tests/e2e/test_edge_training_dag.py)."""
     submit = dag.get_task("submit_training")
     assert submit.pool == "edge_vm"
     # Deferrable unless a run asks to wait in the worker (the fault battery runs that path).
@@ -85,5 +87,22 @@ def test_params_have_defaults_and_descriptions(dag):
     assert dag.doc_md and "backfill" in dag.doc_md
 
 
-def test_summary_runs_after_a_gated_skip(dag):
-    assert dag.get_task("summary").trigger_rule == "none_failed"
+def test_summary_runs_after_a_gated_skip_and_reports_it_gated(dag):
+    """A gate that refuses the model skips register/build/push; the summary still runs (none_failed) and
+    says the run was gated, with the gate's reason, rather than incomplete."""
+    from types import SimpleNamespace
+
+    summary = dag.get_task("summary")
+    assert summary.trigger_rule == "none_failed"
+    xcoms = {
+        "validate_partition": {"partition_date": "2026-11-10", "fingerprint": "sha256:abc"},
+        "submit_training": {"job_name": "edge_training-2026-11-10-abc", "status": "Completed", "duration_s": 5.1},
+        "evaluate_gate": {"passed": False, "reason": "roc_auc 0.80 is worse than version 3 (0.90)"},
+    }
+    ti = SimpleNamespace(xcom_pull=lambda task_ids: xcoms.get(task_ids))
+    line = summary.python_callable(ti=ti, dag_run=SimpleNamespace(start_date=None), params={})
+    assert line["status"] == "gated" and line["model"] is None and line["image"] is None
+    assert line["gate"]["reason"].startswith("roc_auc 0.80 is worse")
+    xcoms["evaluate_gate"] = {"passed": True}
+    assert summary.python_callable(ti=ti, dag_run=SimpleNamespace(start_date=None), params={})["status"] == \
+        "incomplete"

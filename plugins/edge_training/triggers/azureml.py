@@ -128,7 +128,7 @@ class AzureMLJobTrigger(BaseTrigger):
         """Show new log lines; a log that cannot be read is reported, never fatal to the wait."""
         try:
             chunk = await self._call(hook.read_log, self.job_name, self.log_offset, final=final)
-        except TRANSIENT_ERRORS as err:
+        except Exception as err:  # noqa: BLE001 - e.g. an expired log URL (403): the wait goes on without it
             self.log.warning("Could not read the log of AML job %s this time: %s", self.job_name, err)
             return
         for line in chunk.lines:
@@ -284,7 +284,10 @@ class AzureMLJobTrigger(BaseTrigger):
         except Exception as err:  # noqa: BLE001 - unknown: fall back to canceling
             self.log.warning("Could not read the state of the task following AML job %s: %s", self.job_name, err)
             return False
-        state = next(iter(states.values()), None) if states else None
+        if not states:  # no such task instance (its run was deleted): nothing will re-attach
+            self.log.info("The task following AML job %s no longer exists", self.job_name)
+            return False
+        state = next(iter(states.values()), None)
         self.log.info("The task following AML job %s is now %s", self.job_name, state)
         return state not in TASK_ENDED_STATES
 
