@@ -36,10 +36,11 @@ from pathlib import Path
 
 import pendulum
 
-from airflow.sdk import DAG, Asset, CronPartitionTimetable, Param, task
+from airflow.sdk import DAG, AssetAlias, CronPartitionTimetable, Param, task
 from edge_training.operators.azureml import (
     AzureMLRegisterModelOperator,
     AzureMLSubmitJobOperator,
+    model_asset,
 )
 from edge_training.operators.container_image import ModelImageBuildOperator, ModelImagePushOperator
 from edge_training.operators.edge_vm import EdgeVMReadinessOperator
@@ -54,11 +55,12 @@ SERVING_CONTEXT = str(PROJECT_ROOT / "include" / "serving")
 
 # The partition this run trains: the `partition` param when given (manual runs), else the run's key.
 PARTITION = "{{ edge_partition(params.partition or partition_key) }}"
-# What earlier tasks found, for the later ones (XCom, rendered at run time).
-FINGERPRINT = "{{ ti.xcom_pull(task_ids='validate_partition')['fingerprint'] }}"
-JOB_NAME = "{{ ti.xcom_pull(task_ids='submit_training')['job_name'] }}"
-MODEL_VERSION = "{{ ti.xcom_pull(task_ids='register_model')['version'] }}"
-MODEL_ASSET = Asset(name="edge_training_model", uri="azureml://models/equipment-failure")
+# The model this deployment trains (a deployment setting, read when the DAG is parsed): the default of
+# the model_name param, and the asset a consumer DAG schedules on. A run given another model_name
+# updates that model's asset through MODEL_ALIAS instead (alias events carry no partition key).
+MODEL_NAME = os.environ.get("EDGE_MODEL_NAME", "equipment-failure")
+MODEL_ASSET = model_asset(MODEL_NAME)
+MODEL_ALIAS = AssetAlias("edge_training_model")
 # How long submit_training may take, waiting included (a deployment setting, read when the DAG is parsed).
 TRAINING_TASK_TIMEOUT = timedelta(minutes=float(os.environ.get("EDGE_TRAINING_TASK_TIMEOUT_MINUTES", "180")))
 # Runs of this DAG active at once (a deployment setting). The trainings on the VM stay bounded by the
@@ -74,6 +76,12 @@ default_args = {
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
     "execution_timeout": timedelta(minutes=30),
+    # The connections every task uses, given once; an operator takes those it has an argument for.
+    "ssh_conn_id": "edge_vm_ssh",
+    "stackhub_conn_id": "stackhub_blob",
+    "azureml_conn_id": "azureml_default",
+    "docker_conn_id": "docker_edge",
+    "registry_conn_id": "acr_default",
 }
 
 with DAG(
@@ -90,7 +98,9 @@ with DAG(
     doc_md=__doc__,
     tags=["edge", "azureml", "stack-hub", "training"],
     user_defined_macros={"edge_partition": partition_date_str, "git_commit": git_commit},
-    render_template_as_native_obj=False,
+    # Templates render to Python objects: a flag param arrives as a bool, a number as a number, and the
+    # operators refuse text where those belong. Values between tasks travel as task outputs (.output).
+    render_template_as_native_obj=True,
     params={
         "partition": Param(
             None,
@@ -104,9 +114,10 @@ with DAG(
             description="Submit a new AML job even if a completed one exists for this partition and data.",
         ),
         "model_name": Param(
-            "equipment-failure",
+            MODEL_NAME,
             type="string",
-            pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$",
+            # Starts with a letter, so a native render keeps it text (never a number).
+            pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,254}$",
             description="AML model name; also the image repository in the registry.",
         ),
         "primary_metric": Param("roc_auc", type="string", description="Metric the gate compares."),
@@ -143,9 +154,7 @@ with DAG(
 ) as dag:
     check_edge_vm = EdgeVMReadinessOperator(
         task_id="check_edge_vm",
-        ssh_conn_id="edge_vm_ssh",
         image="{{ params.environment_image }}",
-        stackhub_conn_id="stackhub_blob",
         min_disk_gib="{{ params.min_disk_gib }}",
         min_memory_gib="{{ params.min_memory_gib }}",
         max_clock_skew_s="{{ params.max_clock_skew_s }}",
@@ -155,7 +164,6 @@ with DAG(
 
     validate_partition = StackHubPartitionOperator(
         task_id="validate_partition",
-        stackhub_conn_id="stackhub_blob",
         container="training",
         prefix="telemetry/date={partition_date}/",
         partition_key="{{ params.partition or partition_key }}",
@@ -166,7 +174,6 @@ with DAG(
 
     submit_training = AzureMLSubmitJobOperator(
         task_id="submit_training",
-        azureml_conn_id="azureml_default",
         code=TRAINING_CODE,
         # AML's own ${{...}} placeholders, kept away from Jinja.
         command=(
@@ -177,19 +184,14 @@ with DAG(
         compute="{{ params.compute }}",
         experiment_name="edge-training",
         partition=PARTITION,
-        data_fingerprint=FINGERPRINT,
-        inputs={
-            "data": {
-                "type": "uri_folder",
-                "path": "{{ ti.xcom_pull(task_ids='validate_partition')['data_uri'] }}",
-            }
-        },
+        data_fingerprint=validate_partition.output["fingerprint"],
+        inputs={"data": {"type": "uri_folder", "path": validate_partition.output["data_uri"]}},
         outputs={"model": {"type": "uri_folder"}},
         tags={
             "dag_id": "{{ dag.dag_id }}",
             "run_id": "{{ run_id }}",
             "partition": PARTITION,
-            "data_fingerprint": FINGERPRINT,
+            "data_fingerprint": validate_partition.output["fingerprint"],
             "git_commit": "{{ git_commit() }}",
         },
         force_new_job="{{ params.force_retrain }}",
@@ -202,8 +204,7 @@ with DAG(
 
     evaluate_gate = EvaluateGateOperator(
         task_id="evaluate_gate",
-        azureml_conn_id="azureml_default",
-        job_name=JOB_NAME,
+        job_name=submit_training.output["job_name"],
         model_name="{{ params.model_name }}",
         primary_metric="{{ params.primary_metric }}",
         tolerance="{{ params.gate_tolerance }}",
@@ -211,14 +212,13 @@ with DAG(
 
     register_model = AzureMLRegisterModelOperator(
         task_id="register_model",
-        azureml_conn_id="azureml_default",
-        job_name=JOB_NAME,
+        job_name=submit_training.output["job_name"],
         model_name="{{ params.model_name }}",
         partition=PARTITION,
-        data_fingerprint=FINGERPRINT,
+        data_fingerprint=validate_partition.output["fingerprint"],
         git_commit="{{ git_commit() }}",
         training_environment="{{ params.environment }}",
-        outlets=[MODEL_ASSET],
+        outlets=[MODEL_ASSET, MODEL_ALIAS],
         # Two runs of one partition (a manual run beside a backfill) must not both register: with one
         # slot, the look-up by job tag and the registration happen as one step.
         pool="edge_model_registry",
@@ -226,15 +226,12 @@ with DAG(
 
     build_image = ModelImageBuildOperator(
         task_id="build_image",
-        docker_conn_id="docker_edge",
-        registry_conn_id="acr_default",
-        azureml_conn_id="azureml_default",
         serving_dir=SERVING_CONTEXT,
         model_name="{{ params.model_name }}",
-        model_version=MODEL_VERSION,
-        job_name=JOB_NAME,
+        model_version=register_model.output["version"],
+        job_name=submit_training.output["job_name"],
         partition=PARTITION,
-        data_fingerprint=FINGERPRINT,
+        data_fingerprint=validate_partition.output["fingerprint"],
         git_commit="{{ git_commit() }}",
         base_image="{{ params.environment_image }}",
         execution_timeout=timedelta(minutes=20),
@@ -242,10 +239,7 @@ with DAG(
 
     push_image = ModelImagePushOperator(
         task_id="push_image",
-        docker_conn_id="docker_edge",
-        registry_conn_id="acr_default",
-        azureml_conn_id="azureml_default",
-        build_result="{{ ti.xcom_pull(task_ids='build_image') | tojson }}",
+        build_result=build_image.output,
         execution_timeout=timedelta(minutes=20),
     )
 

@@ -13,6 +13,10 @@ class InvalidInputError(EdgeTrainingError, AirflowFailException):
     """Bad input, data or trust: a retry cannot cure it, so the task fails at once without retries."""
 
 
+class OperatorArgumentError(InvalidInputError, TypeError):
+    """An operator argument of the wrong type once rendered (text where a flag or number belongs)."""
+
+
 # Edge VM (SSH)
 class EdgeVMError(EdgeTrainingError):
     """The edge VM cannot be reached or is not fit to run a training."""

@@ -35,6 +35,7 @@ def test_429_and_503_storms_are_ridden_out_honouring_retry_after(stack_env, admi
             partition="2026-11-10",
             data_fingerprint=unique_fingerprint(),
             poll_policy=FAST,
+            deferrable=True,
         )
     context = make_context(dag, partition="2026-11-10")
     with pytest.raises(TaskDeferred) as deferred:

@@ -72,7 +72,7 @@ def make_operator(code_dir: str, fingerprint: str, *, command: str, dag_id: str 
             data_fingerprint=fingerprint,
             outputs={"model": None},
             poll_policy=FAST,
-            **kwargs,
+            **{"deferrable": True, **kwargs},
         )
     return op, dag
 

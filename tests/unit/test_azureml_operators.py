@@ -13,8 +13,6 @@ from edge_training.hooks.azureml_polling import PollPolicy
 from edge_training.operators.azureml import (
     AzureMLRegisterModelOperator,
     AzureMLSubmitJobOperator,
-    as_bool,
-    as_seconds,
     model_asset,
 )
 from edge_training.operators.gate import gate_decision, model_metrics_from_tags
@@ -50,29 +48,6 @@ def test_trigger_defaults_serialise_too():
     classpath, kwargs = AzureMLJobTrigger(job_name="j").serialize()
     assert classpath == "edge_training.triggers.azureml.AzureMLJobTrigger"
     assert json.loads(json.dumps(kwargs)) == kwargs
-
-
-@pytest.mark.parametrize(("value", "expected"), [(True, True), ("True", True), ("false", False), ("", False), (0, False)])
-def test_as_bool(value, expected):
-    assert as_bool(value) is expected
-
-
-def test_as_bool_refuses_garbage():
-    with pytest.raises(ValueError, match="expected a boolean flag"):
-        as_bool("perhaps")
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [(None, None), ("", None), ("7200", 7200.0), (90, 90.0), (timedelta(minutes=2), 120.0)],
-)
-def test_as_seconds(value, expected):
-    assert as_seconds(value) == expected
-
-
-def test_as_seconds_refuses_non_positive():
-    with pytest.raises(ValueError):
-        as_seconds("0")
 
 
 # --- gate ----------------------------------------------------------------------------------------

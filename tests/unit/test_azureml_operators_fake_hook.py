@@ -477,7 +477,8 @@ class FakeTaskStateStore:
 
 
 def new_dag() -> DAG:
-    return DAG(dag_id=DAG_ID, schedule=None, start_date=datetime(2026, 11, 1, tzinfo=timezone.utc))
+    return DAG(dag_id=DAG_ID, schedule=None, start_date=datetime(2026, 11, 1, tzinfo=timezone.utc),
+               render_template_as_native_obj=True)
 
 
 def make_context(
@@ -507,7 +508,7 @@ def submit_operator(**overrides: Any) -> AzureMLSubmitJobOperator:
         compute_kind="VirtualMachine", experiment_name="edge-training", partition=PARTITION,
         data_fingerprint=FINGERPRINT, inputs={"data": {"type": "uri_folder", "path": DATA_URI}},
         outputs={"model": {"type": "uri_folder"}}, tags={"git_commit": "4f1c2e9"}, poll_policy=FAST_POLLS,
-        dag=new_dag(),
+        deferrable=True, dag=new_dag(),
     )
     kwargs.update(overrides)
     return AzureMLSubmitJobOperator(**kwargs)
@@ -549,7 +550,7 @@ def test_the_fake_hook_has_the_real_hooks_signatures():
 # --- AzureMLSubmitJobOperator: deferrable ----------------------------------------------------------
 def test_a_new_partition_submits_one_job_defers_on_it_and_resumes_into_the_result(workspace):
     started = utcnow()
-    limits = {"execution_timeout": timedelta(hours=3), "job_timeout": "14400"}  # the task's limit comes first
+    limits = {"execution_timeout": timedelta(hours=3), "job_timeout": 14400}  # the task's limit comes first
     op = submit_operator(**limits)
     ctx = make_context(op, start_date=started)
     deferred = expect_deferral(op, ctx)
@@ -652,7 +653,7 @@ def test_after_a_failed_attempt_the_next_attempt_is_submitted(workspace):
 def test_force_new_job_retrains_despite_a_completed_job(workspace):
     base = job_name()
     workspace.add_job(base, status="Completed")
-    op = submit_operator(force_new_job="True")  # as the template renders params.force_retrain
+    op = submit_operator(force_new_job=True)
     deferred = expect_deferral(op, make_context(op))
     assert workspace.submit_calls == [f"{base}-a2"] and deferred.trigger.job_name == f"{base}-a2"
 
@@ -713,7 +714,7 @@ def test_a_trigger_error_fails_the_task_naming_the_job(workspace):
 @pytest.mark.parametrize(
     ("overrides", "task_started_ago", "job_created_ago", "reason", "limit"),
     [
-        ({"job_timeout": "60"}, timedelta(0), timedelta(minutes=10), "job_timeout", r"\(job timeout 60\.0 s\)"),
+        ({"job_timeout": 60}, timedelta(0), timedelta(minutes=10), "job_timeout", r"\(job timeout 60\.0 s\)"),
         ({"execution_timeout": timedelta(minutes=2)}, timedelta(minutes=3), timedelta(0), "execution_timeout",
          r"\(the task's execution_timeout 0:02:00\)"),
     ],
@@ -759,7 +760,7 @@ def test_a_deferral_that_airflow_timed_out_cancels_the_stored_job(workspace):
 def test_waiting_in_the_worker_follows_the_job_to_completed(workspace):
     name = job_name()
     workspace.script(name, plan=("Queued", "Preparing", "Running", "Running", "Finalizing", "Completed"))
-    op = submit_operator(deferrable="False")  # as the template renders params.wait_in_triggerer
+    op = submit_operator(deferrable=False)
     ctx = make_context(op)
 
     result = op.execute(ctx)
@@ -809,7 +810,7 @@ def gate_operator(**overrides: Any) -> EvaluateGateOperator:
     with new_dag():
         gate = EvaluateGateOperator(
             task_id="evaluate_gate", job_name=overrides.pop("job_name", "train-job-1"), model_name=MODEL,
-            primary_metric="roc_auc", tolerance=overrides.pop("tolerance", "0.02"), **overrides,
+            primary_metric="roc_auc", tolerance=overrides.pop("tolerance", 0.02), **overrides,
         )
         register = AzureMLRegisterModelOperator(
             task_id="register_model", job_name="train-job-1", model_name=MODEL, partition=PARTITION,
@@ -966,6 +967,33 @@ def test_a_rerun_of_register_returns_the_version_holding_the_job_and_registers_n
     assert ctx["outlet_events"][model_asset(MODEL)].extra["created"] is False
 
 
+def test_the_model_asset_follows_the_rendered_model_name(workspace):
+    """The DAG declares the configured model's asset and an alias: a run registering that model updates
+    the asset (with its partition key); a run given another model_name updates that model's asset
+    through the alias, and leaves the configured model's asset alone."""
+    from airflow.sdk import AssetAlias
+
+    completed_training_job(workspace)
+    alias = AssetAlias("edge_training_model")
+    declared = [model_asset(MODEL), alias]
+
+    op = register_operator(outlets=declared)
+    ctx = make_context(op)
+    op.execute(ctx)
+    assert ctx["outlet_events"][model_asset(MODEL)].partition_keys == {PARTITION}
+    assert ctx["outlet_events"][alias].asset_alias_events == []
+
+    other = "pump-failure"
+    op = register_operator(model_name=other, outlets=declared)
+    ctx = make_context(op)
+    op.execute(ctx)
+    (event,) = ctx["outlet_events"][alias].asset_alias_events
+    assert event.dest_asset_key.uri == f"azureml://models/{other}" == model_asset(other).uri
+    assert event.extra["model_name"] == other and event.extra["partition"] == PARTITION
+    untouched = ctx["outlet_events"][model_asset(MODEL)]
+    assert untouched.extra == {} and untouched.partition_keys == set()
+
+
 def test_register_refuses_a_job_that_has_not_completed(workspace):
     workspace.add_job(TRAIN_JOB, status="Running")
     op = register_operator()
@@ -974,8 +1002,8 @@ def test_register_refuses_a_job_that_has_not_completed(workspace):
     assert workspace.models == {}
 
 
-def test_register_takes_metrics_given_as_rendered_json_instead_of_reading_the_output(workspace):
+def test_register_takes_metrics_given_instead_of_reading_the_output(workspace):
     workspace.add_job(TRAIN_JOB, status="Completed", script=JobScript(plan=(), files={"model": {"model.pkl": "x"}}))
-    op = register_operator(metrics='{"roc_auc": 0.88, "note": "manual"}')
+    op = register_operator(metrics={"roc_auc": 0.88, "note": "manual"})
     assert op.execute(make_context(op))["created"] is True
     assert workspace.models[MODEL][0].tags["metrics"] == '{"roc_auc":0.88}'

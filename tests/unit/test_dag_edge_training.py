@@ -29,9 +29,11 @@ def dag():
 
 
 def test_tasks_run_in_the_documented_order(dag):
+    """Each task follows the one before it in the chain, and takes task outputs only from earlier tasks."""
     assert set(dag.task_ids) == set(CHAIN)
-    for upstream, downstream in zip(CHAIN, CHAIN[1:]):
-        assert dag.get_task(downstream).upstream_task_ids == {upstream}, downstream
+    for position, (upstream, downstream) in enumerate(zip(CHAIN, CHAIN[1:])):
+        upstreams = dag.get_task(downstream).upstream_task_ids
+        assert upstream in upstreams and upstreams <= set(CHAIN[: position + 1]), downstream
 
 
 def test_runs_are_keyed_by_daily_partition(dag):
@@ -53,20 +55,31 @@ def test_active_runs_default_to_four_and_follow_the_deployment_setting(monkeypat
     assert parsed_max_active_runs() == 9
 
 
+def test_the_model_name_setting_names_the_param_default_and_the_declared_asset(monkeypatch):
+    from edge_training.operators.azureml import model_asset
+
+    monkeypatch.setenv("EDGE_MODEL_NAME", "pump-failure")
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}, bag.import_errors
+    dag = bag.dags["edge_training"]
+    assert dag.params["model_name"] == "pump-failure"
+    outlets = dag.get_task("register_model").outlets
+    assert model_asset("pump-failure") in outlets
+    assert any(type(o).__name__ == "AssetAlias" for o in outlets)
+
+
 def test_training_takes_an_edge_vm_slot_and_defers_unless_asked_to_wait_in_the_worker(dag):
     """The wiring only: that the pool really bounds the trainings on the VM is proved through the scheduler
     by test_backfill_with_a_missing_partition_then_reprocess_failed (tests/e2e/test_edge_training_dag.py)."""
     submit = dag.get_task("submit_training")
     assert submit.pool == "edge_vm"
-    # Deferrable unless a run asks to wait in the worker (the fault battery runs that path).
-    from jinja2 import Template
-
-    from edge_training.operators.azureml import as_bool
-
-    assert dag.params["wait_in_triggerer"] is True
+    # Deferrable unless a run asks to wait in the worker (the fault battery runs that path): the DAG's
+    # native rendering hands the operator the param's bool itself.
+    assert dag.params["wait_in_triggerer"] is True and dag.render_template_as_native_obj is True
+    env = dag.get_template_env()
     for wait_in_triggerer in (True, False):
-        rendered = Template(submit.deferrable).render(params={"wait_in_triggerer": wait_in_triggerer})
-        assert as_bool(rendered) is wait_in_triggerer
+        rendered = env.from_string(submit.deferrable).render(params={"wait_in_triggerer": wait_in_triggerer})
+        assert rendered is wait_in_triggerer
     assert dag.get_task("register_model").outlets, "register_model must emit the model asset"
     assert dag.get_task("register_model").pool == "edge_model_registry"
 

@@ -12,7 +12,6 @@ import pytest
 from edge_training.exceptions import EdgeVMError
 from edge_training.hooks.edge_vm_checks import (
     ReadinessParams,
-    as_bool,
     build_checks,
     clock_check,
     failure_summary,
@@ -168,9 +167,6 @@ def test_params_validation():
     for bad in ("nohost", ":80", "h:0", "h:99999", "h;rm -rf /:80", "$(id):80"):
         with pytest.raises(EdgeVMError, match="blob endpoint"):
             split_endpoint(bad)
-    assert as_bool("False") is False and as_bool("true") is True and as_bool(1) is True
-    with pytest.raises(EdgeVMError, match="expected a boolean"):
-        as_bool("maybe")
 
 
 def test_probe_parameters_are_shell_quoted():

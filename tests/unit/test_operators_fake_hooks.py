@@ -41,7 +41,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from airflow.sdk import DAG
 from edge_training.exceptions import (
+    OperatorArgumentError,
     ContainerImageError,
     EdgeVMNotReadyError,
     HostKeyMismatchError,
@@ -78,6 +80,8 @@ def make_context(**extra: Any) -> dict[str, Any]:
 
 def run(op, context: dict[str, Any]) -> Any:
     """What the task runner does: render the templated fields, then execute; the result is XCom-safe."""
+    if not op.has_dag():  # rendered as the DAG renders (render_template_as_native_obj=True)
+        op.dag = DAG(dag_id=f"native_{op.task_id}", schedule=None, render_template_as_native_obj=True)
     op.render_template_fields(context)
     result = op.execute(context)
     json.dumps(result)
@@ -383,7 +387,7 @@ def test_every_failed_check_is_named_at_once(vm):
     vm.mem_free_gib = 1.0
     ctx = make_context()
     with pytest.raises(EdgeVMNotReadyError) as err:
-        run(readiness_op(require_gpu="True"), ctx)
+        run(readiness_op(require_gpu=True), ctx)
     message = str(err.value)
     assert "5 check(s) failed" in message
     assert failed(ctx["ti"].xcom["readiness_report"]) == [
@@ -1346,13 +1350,11 @@ def test_unreachable_docker_or_refused_registry_login_fail_before_any_build(imag
     assert images.docker.builds == []
 
 
-@pytest.mark.parametrize("as_text", [False, True], ids=["dict", "rendered-str"])
-def test_push_sends_both_tags_and_returns_the_registry_digest(images, tmp_path, as_text):
+def test_push_sends_both_tags_and_returns_the_registry_digest(images, tmp_path):
     r = images.registry
     built = run(build_op(model_folder(tmp_path)), make_context())
     ctx = make_context()
-    # A build_result templated from XCom without native rendering arrives as the dict's str().
-    out = run(push_op(str(built) if as_text else built), ctx)
+    out = run(push_op(built), ctx)
 
     digest = r.tags()[TAGS[0]]
     assert r.tags() == {TAGS[0]: digest, TAGS[1]: digest}
@@ -1428,12 +1430,14 @@ def test_image_found_at_build_but_gone_at_push_is_refused(images, tmp_path):
     [
         (lambda b: {**b, "repository_ref": f"other.registry.example/{MODEL}"},
          "was built for another registry than connection 'fake_acr'"),
-        (lambda b: {k: v for k, v in b.items() if k != "labels"}, "expected the dict ModelImageBuildOperator returns"),
+        (lambda b: {k: v for k, v in b.items() if k != "labels"},
+         "argument 'build_result' expected a dict with keys ['repository', 'repository_ref', 'tags', 'labels', "
+         "'reused'] (missing ['labels'])"),
     ],
     ids=["other-registry", "not-a-build-result"],
 )
 def test_push_refuses_a_build_result_it_cannot_trust(images, tmp_path, mutate, message):
     built = run(build_op(model_folder(tmp_path)), make_context())
-    with pytest.raises(ContainerImageError, match=re.escape(message)):
+    with pytest.raises((ContainerImageError, OperatorArgumentError), match=re.escape(message)):
         run(push_op(mutate(built)), make_context())
     assert images.registry.received == []

@@ -199,8 +199,11 @@ def test_operator_maps_the_run_key_and_refuses_a_missing_one():
         return StackHubPartitionOperator(task_id="v", prefix="telemetry/date={partition_date}/", partition_key=key)
 
     assert op("2026-11-10T02:00:00")._prefix() == "telemetry/date=2026-11-10/"
-    for missing in (None, "", "None"):  # "None": a template over an absent key
+    for missing in (None, ""):
         with pytest.raises(InvalidPartitionKeyError, match="no partition key was given"):
             op(missing)._prefix()
+    # Text "None" (a template rendered as text over an absent key) is a bad key, not a missing one.
+    with pytest.raises(InvalidPartitionKeyError, match="partition key 'None' is not a date"):
+        op("None")._prefix()
     with pytest.raises(StackHubError, match="disagree"):
         StackHubPartitionOperator(task_id="v", prefix="p/", stackhub_conn_id="a", wasb_conn_id="b")

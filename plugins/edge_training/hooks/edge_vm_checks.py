@@ -64,18 +64,6 @@ def split_endpoint(endpoint: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def as_bool(value: Any) -> bool:
-    """Templated booleans arrive as strings ("False") unless the DAG renders native objects."""
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off", "", "none"):
-            return False
-        raise EdgeVMError(f"expected a boolean, found {value!r}")
-    return bool(value)
-
-
 def check(name: str, threshold: Any, value: Any, status: str, detail: str) -> dict[str, Any]:
     return {"name": name, "threshold": threshold, "value": value, "status": status, "detail": detail}
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, BaseOperator, ResumableJobMixin
+from airflow.sdk import Asset, AssetAlias, BaseOperator, ResumableJobMixin
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
 from edge_training.exceptions import (
@@ -31,6 +31,8 @@ from edge_training.hooks.azureml import (
 from edge_training.hooks.azureml_naming import attempt_name, build_job_name, sanitize_job_name
 from edge_training.hooks.azureml_polling import PollPolicy
 from edge_training.links.azureml import AzureMLJobLink, AzureMLModelLink
+from edge_training.operators.arguments import default_deferrable, flag, identifier, mapping
+from edge_training.operators.arguments import seconds as seconds_argument
 from edge_training.triggers.azureml import (
     EVENT_ERROR,
     EVENT_TIMEOUT,
@@ -44,30 +46,6 @@ if TYPE_CHECKING:
 
 #: Airflow's own deferral timeout fires this long after the trigger's deadline, as a backstop only.
 DEFERRAL_GRACE_S = 120.0
-
-
-def as_bool(value: Any) -> bool:
-    """A templated flag: rendered templates arrive as text ("True", "false", "0")."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in {"true", "1", "yes", "on"}:
-            return True
-        if text in {"false", "0", "no", "off", "", "none"}:
-            return False
-        raise ValueError(f"expected a boolean flag, found {value!r}")
-    return bool(value)
-
-
-def as_seconds(value: Any) -> float | None:
-    """A templated duration: seconds as number or text, or a timedelta; None/"" means no limit."""
-    if value is None or (isinstance(value, str) and value.strip() in {"", "None"}):
-        return None
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    seconds = float(value)
-    if seconds <= 0:
-        raise ValueError(f"expected a positive duration in seconds, found {value!r}")
-    return seconds
 
 
 _AML_BINDING = re.compile(r"\$\{\{\s*(?:inputs|outputs|search_space|parent)\.[^{}]*\}\}")
@@ -100,10 +78,11 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
     The job actually followed is also kept in the task state store (Airflow 3.3
     ``ResumableJobMixin``), so a worker killed mid-wait resumes the same job on its retry.
 
-    Deferrable by default: submit, check once, defer to ``AzureMLJobTrigger`` (which streams the
-    job's log into this task's log) and finish in ``execute_complete``. With
-    ``deferrable=False`` the same trigger loop runs in the worker. ``deferrable`` is templated, so a
-    DAG can let each run choose (a deployment without a triggerer waits in the worker).
+    Deferrable (default: ``[operators] default_deferrable``): submit, check once, defer to
+    ``AzureMLJobTrigger`` (which streams the job's log into this task's log) and finish in
+    ``execute_complete``. With ``deferrable=False`` the same trigger loop runs in the worker.
+    ``deferrable`` is templated (it must render as a bool), so a DAG can let each run choose (a
+    deployment without a triggerer waits in the worker).
 
     Returns ``{job_name, status, studio_url, outputs: {name: uri}, duration_s}``.
     """
@@ -154,9 +133,9 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
         tags: Mapping[str, Any] | None = None,
         environment_variables: Mapping[str, Any] | None = None,
         azureml_conn_id: str = DEFAULT_CONN_ID,
-        deferrable: bool | str = True,
-        force_new_job: bool | str = False,
-        job_timeout: float | str | timedelta | None = None,
+        deferrable: bool | None = None,
+        force_new_job: bool = False,
+        job_timeout: float | timedelta | None = None,
         poll_policy: PollPolicy | None = None,
         stream_logs: bool = True,
         max_attempts: int = 5,
@@ -180,7 +159,7 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
         self.tags = dict(tags or {})
         self.environment_variables = dict(environment_variables or {})
         self.azureml_conn_id = azureml_conn_id
-        self.deferrable = deferrable
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.force_new_job = force_new_job
         self.job_timeout = job_timeout
         self.poll_policy = poll_policy or PollPolicy()
@@ -224,7 +203,7 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
 
     def _job_deadline(self, job: JobState) -> float | None:
         """Job timeout counted from the job's creation, so a retry does not extend it."""
-        seconds = as_seconds(self.job_timeout)
+        seconds = seconds_argument(self, "job_timeout", self.job_timeout)
         if seconds is None:
             return None
         start = time.time()
@@ -288,7 +267,7 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
     def submit_job(self, context: Context) -> str:
         """Find the attempt to follow, or submit one. Returns the AML job name."""
         base = self.base_job_name(context)
-        force = as_bool(self.force_new_job)
+        force = flag(self, "force_new_job", self.force_new_job)
         if self.compute_kind:
             kind = self.hook.get_compute_kind(self.compute)
             if kind != self.compute_kind.lower():
@@ -342,7 +321,7 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
         return status in IN_PROGRESS_STATUSES
 
     def is_job_succeeded(self, status: str) -> bool:
-        return status == STATUS_COMPLETED and not as_bool(self.force_new_job)
+        return status == STATUS_COMPLETED and not flag(self, "force_new_job", self.force_new_job)
 
     def poll_until_complete(self, external_id: Any, context: Context) -> dict[str, Any]:
         """Check once, store the job link, then defer (or wait here when not deferrable)."""
@@ -353,7 +332,7 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
             return self._finish(job.status, name, job.studio_url)
         trigger = self._trigger(job, context)
         self._live_job = name
-        if as_bool(self.deferrable):
+        if flag(self, "deferrable", self.deferrable):
             self._close_hook()
             # The trigger keeps how much of the log it has shown here, so a triggerer crash repeats nothing.
             context["ti"].xcom_push(key=LOG_OFFSET_XCOM_KEY, value={"job_name": name, "offset": 0})
@@ -406,7 +385,7 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
             if event.get("deadline_reason") == "execution_timeout":
                 limit = f"the task's execution_timeout {self.execution_timeout}"
             else:
-                limit = f"job timeout {as_seconds(self.job_timeout)} s"
+                limit = f"job timeout {seconds_argument(self, 'job_timeout', self.job_timeout)} s"
             raise AzureMLJobTimeoutError(f"{event.get('message')} ({limit})")
         if status == EVENT_ERROR:
             raise AzureMLError(str(event.get("message")))
@@ -441,9 +420,12 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
 
 
 # --- model registration --------------------------------------------------------------------------
+MODEL_URI_PREFIX = "azureml://models/"
+
+
 def model_asset(model_name: str) -> Asset:
     """The Asset a model's registrations update (``azureml://models/<name>``)."""
-    uri = f"azureml://models/{model_name}"
+    uri = f"{MODEL_URI_PREFIX}{model_name}"
     return Asset(name=uri, uri=uri)
 
 
@@ -453,8 +435,9 @@ class AzureMLRegisterModelOperator(BaseOperator):
     Tags carry the lineage: partition, data fingerprint, job name, dag_id, run_id, git commit, the
     metrics (JSON) and the training environment. If a version tagged with this job name already
     exists it is returned instead of registering again, so a retry or re-run adds nothing.
-    Every Asset in ``outlets`` gets an event with the model, version and partition (and the run's
-    partition key), so a deployment DAG can be scheduled on it.
+    The model's asset (``model_asset(model_name)``, the default outlet) gets an event with the model,
+    version and partition (and the run's partition key), so a deployment DAG can be scheduled on it;
+    when the rendered ``model_name`` has no static outlet, an ``AssetAlias`` outlet carries the event.
 
     Returns ``{name, version, uri, job_name, studio_url, created}``.
     """
@@ -485,7 +468,7 @@ class AzureMLRegisterModelOperator(BaseOperator):
         git_commit: str,
         training_environment: str,
         model_output: str = "model",
-        metrics: Mapping[str, Any] | str | None = None,
+        metrics: Mapping[str, Any] | None = None,
         metrics_file: str = "metrics.json",
         description: str | None = None,
         extra_tags: Mapping[str, Any] | None = None,
@@ -509,10 +492,8 @@ class AzureMLRegisterModelOperator(BaseOperator):
             self.outlets = [model_asset(model_name)]
 
     def _metrics(self, hook: AzureMLHook) -> dict[str, Any]:
-        if isinstance(self.metrics, str) and self.metrics.strip():
-            return json.loads(self.metrics)
-        if isinstance(self.metrics, Mapping):
-            return dict(self.metrics)
+        if self.metrics is not None:
+            return dict(mapping(self, "metrics", self.metrics))
         return hook.read_job_metrics(self.job_name, output_name=self.model_output, file_name=self.metrics_file)
 
     @staticmethod
@@ -528,6 +509,8 @@ class AzureMLRegisterModelOperator(BaseOperator):
                     f"AML job {self.job_name}: expected status Completed before registering its "
                     f"{self.model_output!r} output as model {self.model_name!r}, found {job.status}"
                 )
+            for name in ("partition", "data_fingerprint", "git_commit", "training_environment"):
+                setattr(self, name, identifier(self, name, getattr(self, name)))
             existing = hook.find_model_by_tag(self.model_name, "job_name", self.job_name)
             if existing is not None:
                 self.log.info(
@@ -570,6 +553,9 @@ class AzureMLRegisterModelOperator(BaseOperator):
         return result
 
     def _emit_asset_events(self, context: Context, result: Mapping[str, Any]) -> None:
+        """An event for the model's asset: on a static outlet that is this model's asset (with the run's
+        partition key), else through an AssetAlias outlet (alias events carry no partition key). A
+        static outlet that is another model's asset gets no event: this run did not change it."""
         outlet_events = context.get("outlet_events")
         if outlet_events is None:
             return
@@ -582,11 +568,17 @@ class AzureMLRegisterModelOperator(BaseOperator):
             "data_fingerprint": self.data_fingerprint,
             "created": result["created"],
         }
+        own = model_asset(self.model_name)
+        static = [o for o in self.outlets if isinstance(o, Asset)]
         partition_key = _partition_of(context)
-        for outlet in self.outlets:
-            if not isinstance(outlet, Asset):
+        for outlet in static:
+            if outlet.uri.startswith(MODEL_URI_PREFIX) and outlet.uri != own.uri:
+                self.log.info("Outlet %s is another model's asset than %s: no event for it", outlet.uri, own.uri)
                 continue
             event = outlet_events[outlet]
             event.extra.update(extra)
             if partition_key:
                 event.add_partitions(partition_key)
+        if not any(o.uri == own.uri for o in static):
+            for alias in (o for o in self.outlets if isinstance(o, AssetAlias)):
+                outlet_events[alias].add(own, extra=extra)

@@ -7,9 +7,7 @@ rebuilt nor pushed again: a retry, a cleared task or a re-run backfill returns t
 
 from __future__ import annotations
 
-import ast
 import datetime as dt
-import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +27,10 @@ from edge_training.hooks.image_identity import (
     repository_name,
 )
 from edge_training.links.container_image import ContainerImageLink, image_url
+from edge_training.operators.arguments import identifier, mapping
+
+#: What ModelImageBuildOperator returns and ModelImagePushOperator needs of it.
+BUILD_RESULT_KEYS = ("repository", "repository_ref", "tags", "labels", "reused")
 
 
 def _identity(labels: dict[str, str]) -> dict[str, str]:
@@ -129,6 +131,10 @@ class ModelImageBuildOperator(BaseOperator):
             return self._execute(hook)
 
     def _execute(self, hook: ContainerImageHook) -> dict[str, Any]:
+        for name in ("model_name", "model_version", "data_fingerprint", "job_name", "partition"):
+            setattr(self, name, identifier(self, name, getattr(self, name)))
+        if self.git_commit is not None:
+            self.git_commit = identifier(self, "git_commit", self.git_commit)
         serving_dir = Path(self.serving_dir) if self.serving_dir else DEFAULT_SERVING_DIR
         repository = self.repository or repository_name(self.model_name)
         tags = image_tags(self.model_version, self.data_fingerprint)
@@ -202,7 +208,7 @@ class ModelImagePushOperator(BaseOperator):
     def __init__(
         self,
         *,
-        build_result: dict[str, Any] | str,
+        build_result: dict[str, Any],
         docker_conn_id: str = "docker_edge",
         registry_conn_id: str = "acr_default",
         registry_ca_bundle: str | None = None,
@@ -221,18 +227,11 @@ class ModelImagePushOperator(BaseOperator):
         self.image_link_template = image_link_template
 
     def _build(self) -> dict[str, Any]:
-        build = self.build_result
-        if isinstance(build, str):
-            try:
-                build = json.loads(build)
-            except json.JSONDecodeError:
-                build = ast.literal_eval(build)
-        required = ("repository", "repository_ref", "tags", "labels", "reused")
-        if not isinstance(build, dict) or any(k not in build for k in required):
-            raise ContainerImageError(
-                f"build_result: expected the dict ModelImageBuildOperator returns (keys {list(required)}), "
-                f"found {str(build)[:200]}"
-            )
+        """The build's result; given as a literal dict, its text was rendered natively (a version label
+        "3" became 3), so tags and labels are taken back as text."""
+        build = dict(mapping(self, "build_result", self.build_result, keys=BUILD_RESULT_KEYS))
+        build["tags"] = [identifier(self, "build_result.tags", tag) for tag in build["tags"]]
+        build["labels"] = {k: identifier(self, f"build_result.labels[{k}]", v) for k, v in build["labels"].items()}
         return build
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -242,7 +241,7 @@ class ModelImagePushOperator(BaseOperator):
             return self._execute(context, build, hook)
 
     def _execute(self, context: Any, build: dict[str, Any], hook: ContainerImageHook) -> dict[str, Any]:
-        repository, repository_ref, tags = build["repository"], build["repository_ref"], list(build["tags"])
+        repository, repository_ref, tags = build["repository"], build["repository_ref"], build["tags"]
         if repository_ref != f"{hook.registry_host}/{repository}":
             raise ContainerImageError(
                 f"image {repository_ref} was built for another registry than connection "

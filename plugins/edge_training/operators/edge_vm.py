@@ -9,11 +9,8 @@ from airflow.sdk import BaseOperator
 
 from edge_training.exceptions import EdgeVMNotReadyError
 from edge_training.hooks.edge_vm import EdgeVMHook
-from edge_training.hooks.edge_vm_checks import (
-    ReadinessParams,
-    as_bool,
-    failure_summary,
-)
+from edge_training.hooks.edge_vm_checks import ReadinessParams, failure_summary
+from edge_training.operators.arguments import flag, number
 
 REPORT_XCOM_KEY = "readiness_report"
 
@@ -27,7 +24,8 @@ class EdgeVMReadinessOperator(BaseOperator):
     Warnings (e.g. sshd posture under ``sshd_policy="warn"``) are logged and do not fail the task.
 
     ``blob_endpoint`` (``host:port``) is what the VM must reach; when not given it is read from
-    ``stackhub_conn_id``'s connection string. Thresholds are templated (``{{ params.min_disk_gib }}``).
+    ``stackhub_conn_id``'s connection string. Thresholds are templated (``{{ params.min_disk_gib }}``) and must
+    render as numbers, flags as bools (``render_template_as_native_obj=True``).
     """
 
     template_fields: Sequence[str] = (
@@ -52,12 +50,12 @@ class EdgeVMReadinessOperator(BaseOperator):
         ssh_conn_id: str = EdgeVMHook.default_conn_name,
         image: str | None = None,
         workdir: str = "",
-        min_disk_gib: float | str = 20.0,
-        min_memory_gib: float | str = 2.0,
-        max_clock_skew_s: float | str = 30.0,
+        min_disk_gib: float = 20.0,
+        min_memory_gib: float = 2.0,
+        max_clock_skew_s: float = 30.0,
         blob_endpoint: str | None = None,
         stackhub_conn_id: str | None = "stackhub_blob",
-        require_gpu: bool | str = False,
+        require_gpu: bool = False,
         sshd_policy: str = "warn",
         docker_host: str | None = None,
         sshd_config: str | None = None,
@@ -97,15 +95,15 @@ class EdgeVMReadinessOperator(BaseOperator):
         return ReadinessParams(
             image=self.image or None,
             workdir=self.workdir or "",
-            min_disk_gib=float(self.min_disk_gib),
-            min_memory_gib=float(self.min_memory_gib),
-            max_clock_skew_s=float(self.max_clock_skew_s),
+            min_disk_gib=number(self, "min_disk_gib", self.min_disk_gib, minimum=0),
+            min_memory_gib=number(self, "min_memory_gib", self.min_memory_gib, minimum=0),
+            max_clock_skew_s=number(self, "max_clock_skew_s", self.max_clock_skew_s, minimum=0),
             blob_endpoint=self._blob_endpoint(),
-            require_gpu=as_bool(self.require_gpu),
+            require_gpu=flag(self, "require_gpu", self.require_gpu),
             sshd_policy=str(self.sshd_policy).strip().lower(),
             docker_host=self.docker_host or None,
             sshd_config=self.sshd_config or None,
-            pull_missing_image=as_bool(self.pull_missing_image),
+            pull_missing_image=flag(self, "pull_missing_image", self.pull_missing_image),
         )
 
     def make_hook(self) -> EdgeVMHook:

@@ -16,6 +16,7 @@ from airflow.sdk import BaseOperator, SkipMixin
 
 from edge_training.exceptions import EvaluationGateError
 from edge_training.hooks.azureml import DEFAULT_CONN_ID, AzureMLHook
+from edge_training.operators.arguments import number
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -121,7 +122,7 @@ class EvaluateGateOperator(BaseOperator, SkipMixin):
         job_name: str,
         model_name: str,
         primary_metric: str = "roc_auc",
-        tolerance: float | str = 0.0,
+        tolerance: float = 0.0,
         higher_is_better: bool = True,
         baseline_policy: str = "production_tag",
         baseline_tag: Mapping[str, str] | None = None,
@@ -178,7 +179,7 @@ class EvaluateGateOperator(BaseOperator, SkipMixin):
             baseline_metrics=baseline_metrics,
             baseline_version=str(baseline.version) if baseline is not None else None,
             metric=self.primary_metric,
-            tolerance=float(self.tolerance),
+            tolerance=number(self, "tolerance", self.tolerance, minimum=0),
             higher_is_better=self.higher_is_better,
             new_owner=f"AML job {self.job_name}",
         )

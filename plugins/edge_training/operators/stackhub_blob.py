@@ -17,13 +17,8 @@ from edge_training.hooks.stackhub_blob import (
     DEFAULT_MARKER,
     StackHubBlobHook,
 )
+from edge_training.operators.arguments import default_deferrable
 from edge_training.partitions import partition_prefix
-
-
-def _default_deferrable() -> bool:
-    from airflow.configuration import conf
-
-    return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
 class StackHubPartitionOperator(BaseOperator):
@@ -99,7 +94,7 @@ class StackHubPartitionOperator(BaseOperator):
         self.wait_timeout = wait_timeout
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
-        self.deferrable = _default_deferrable() if deferrable is None else deferrable
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
 
     @property
     def hook(self) -> StackHubBlobHook:
@@ -111,8 +106,7 @@ class StackHubPartitionOperator(BaseOperator):
 
     def _key(self) -> str | None:
         key = self.partition_key
-        # A template over a missing key renders "None" (render_template_as_native_obj=False).
-        return None if key in (None, "", "None") else key
+        return None if key in (None, "") else key
 
     def _prefix(self) -> str:
         return partition_prefix(self.prefix, self._key())
