@@ -5,18 +5,25 @@ with python3 and the training libraries, turned into an image with `docker impor
 tarball is cached under /var/cache/edge-training/ (outside the repo) keyed by a content version
 computed from the package list and build steps: a second stack-up, or a new clone on this machine,
 reuses the image or the tarball, and a change to the package list rebuilds.
+
+The Debian mirror is the one this machine's apt uses (a site mirror or proxy works unchanged), read from
+/etc/apt by devstack.apt_sources; EDGE_DEBIAN_MIRROR overrides it, and deb.debian.org is used only when
+apt lists no source for the suite. apt's proxy for that mirror, if one is configured, is passed to
+debootstrap as http_proxy/https_proxy.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from devstack.apt_sources import Mirror, apt_proxy, debian_mirror, redacted
 from devstack.base import Service, StackContext, StackError
 from devstack.services.docker_engine import docker_client
 from devstack.services.hosts import HOSTNAMES
@@ -26,7 +33,6 @@ IMAGE_REPO = "edge-training-base"
 IMAGE_TAG = "bookworm"
 IMAGE = f"{IMAGE_REPO}:{IMAGE_TAG}"
 SUITE = "bookworm"
-MIRROR = "http://deb.debian.org/debian"
 PACKAGES = ("python3", "python3-sklearn", "python3-pandas", "python3-joblib", "python3-matplotlib",
             "ca-certificates", "curl")
 # Build-only packages bookworm drags in: python3-scipy Depends on python3-pythran (a compiler for
@@ -63,10 +69,12 @@ SMOKE = "import sklearn, pandas, matplotlib, joblib, socket; " \
         f"print(socket.gethostbyname({HOSTNAMES[3]!r}))"
 
 
-def content_version(*, suite: str = SUITE, mirror: str = MIRROR, packages: tuple[str, ...] = PACKAGES,
+def content_version(*, suite: str = SUITE, mirror: str | None = None, packages: tuple[str, ...] = PACKAGES,
                     purge: tuple[str, ...] = BUILD_ONLY, trim: tuple[str, ...] = TRIM,
                     changes: tuple[str, ...] = IMAGE_CHANGES, revision: str = BUILD_RECIPE_REVISION) -> str:
-    """A short hash of everything that decides the image's content."""
+    """A short hash of everything that decides the image's content (``mirror``: this machine's, by default)."""
+    if mirror is None:
+        mirror = debian_mirror(suite).uri
     recipe = json.dumps({"suite": suite, "mirror": mirror, "packages": sorted(packages),
                          "purge": sorted(purge), "trim": list(trim), "changes": list(changes),
                          "revision": revision}, sort_keys=True)
@@ -89,9 +97,10 @@ class BaseImageService(Service):
     name = "base-image"
     address = IMAGE
 
-    def __init__(self, *, cache_dir: Path = CACHE_DIR) -> None:
+    def __init__(self, *, cache_dir: Path = CACHE_DIR, mirror: Mirror | None = None) -> None:
         self.cache_dir = cache_dir
-        self.version = content_version()
+        self.mirror = mirror or debian_mirror(SUITE)
+        self.version = content_version(mirror=self.mirror.uri)
 
     @property
     def tarball(self) -> Path:
@@ -120,11 +129,13 @@ class BaseImageService(Service):
         apt_install(["debootstrap"], what=self.name)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
-        print(f"{self.name}: debootstrap {SUITE} (minbase + {len(PACKAGES)} packages) from {MIRROR}; "
-              "takes a few minutes the first time", flush=True)
+        proxy_env = self._proxy_env()
+        via = "".join(f", via {k}={redacted(v)} (apt's Acquire proxy)" for k, v in proxy_env.items())
+        print(f"{self.name}: debootstrap {SUITE} (minbase + {len(PACKAGES)} packages) from {redacted(self.mirror.uri)} "
+              f"(mirror from {self.mirror.source}){via}; takes a few minutes the first time", flush=True)
         tmp = tempfile.mkdtemp(dir=self.cache_dir, prefix="rootfs-")
         try:
-            self._debootstrap_to_tarball(ctx, Path(tmp) / "rootfs")
+            self._debootstrap_to_tarball(ctx, Path(tmp) / "rootfs", proxy_env)
         finally:
             _unmount_under(Path(tmp))
             shutil.rmtree(tmp, ignore_errors=True)
@@ -134,14 +145,22 @@ class BaseImageService(Service):
         print(f"{self.name}: rootfs cached at {self.tarball} "
               f"({self.tarball.stat().st_size / 2**20:.0f} MiB, {time.monotonic() - t0:.0f}s)", flush=True)
 
-    def _debootstrap_to_tarball(self, ctx: StackContext, rootfs: Path) -> None:
+    def _proxy_env(self) -> dict[str, str]:
+        """apt's proxy for the mirror as the variable debootstrap's downloads (wget) read; empty if none."""
+        proxy = apt_proxy(self.mirror.uri)
+        if proxy is None:
+            return {}
+        scheme = self.mirror.uri.split(":", 1)[0].lower()
+        return {f"{scheme}_proxy": proxy}
+
+    def _debootstrap_to_tarball(self, ctx: StackContext, rootfs: Path, proxy_env: dict[str, str]) -> None:
         ctx.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             with open(ctx.log_file(self.name), "ab") as log:
                 proc = subprocess.run(
                     ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE,
-                     str(rootfs), MIRROR],
-                    stdout=log, stderr=subprocess.STDOUT, timeout=1800,
+                     str(rootfs), self.mirror.uri],
+                    stdout=log, stderr=subprocess.STDOUT, timeout=1800, env={**os.environ, **proxy_env},
                 )
         finally:
             # A failed debootstrap can leave /proc or /dev mounted in the target: unmount before

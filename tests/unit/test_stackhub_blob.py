@@ -9,6 +9,7 @@ import random
 import pytest
 
 from edge_training.exceptions import LocalityPolicyError, SchemaDriftError, StackHubError
+from edge_training.hooks.azure_logging import HTTP_LOGGER
 from edge_training.hooks.stackhub_blob import (
     Reservoir,
     StackHubSettings,
@@ -76,7 +77,7 @@ def test_settings_from_extra_keep_the_secret_out_of_repr():
         {"connection_string": "AccountKey=c2VjcmV0", "ca_bundle": "/ca.crt", "stack_hub_domain": DOMAIN},
     )
     assert "c2VjcmV0" not in repr(s)
-    assert s.client_kwargs() == {"api_version": "2019-07-07", "connection_verify": "/ca.crt"}
+    assert s.client_kwargs() == {"api_version": "2019-07-07", "connection_verify": "/ca.crt", "logger": HTTP_LOGGER}
     with pytest.raises(StackHubError, match="no 'connection_string'"):
         StackHubSettings.from_extra("stackhub_blob", {})
 

@@ -11,6 +11,8 @@
   image_identity (tags, labels), docker_ssh (the docker_edge connection as a client), docker_streams
   (build/push stream readers), registry_client (the registry's HTTP API) and smoke_test (the verdict;
   the probe is edge_training/probes/smoke_probe.py).
+- azure_logging: the package's own logger for the HTTP logging of every Azure client the hooks build
+  (no other library's logger is changed), and the filter for azure-ai-ml's experimental notices.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import re
 import tempfile
@@ -31,6 +30,7 @@ from edge_training.exceptions import (
     ModelRegistrationError,
 )
 from edge_training.hooks import azureml_sdk_private as sdk_private
+from edge_training.hooks.azure_logging import client_logging_kwargs, quiet_experimental_notices
 from edge_training.hooks.azureml_connection import CONN_TYPE, AzureMLConnectionConfig, parse_connection
 from edge_training.hooks.azureml_polling import TRANSIENT_HTTP_STATUSES, parse_retry_after
 
@@ -38,14 +38,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Connection
     from azure.ai.ml import MLClient
     from azure.core.credentials import TokenCredential
-
-# azure-core logs every request and response header block at INFO: in a task log that would bury the
-# job's own log lines under one block per poll. Warnings and errors still come through.
-for _noisy in ("azure.core.pipeline.policies.http_logging_policy", "azure.identity", "azure.ai.ml"):
-    logging.getLogger(_noisy).setLevel(logging.WARNING)
-# "Class X: This is an experimental class" is printed for SDK-internal schema classes on every import,
-# and lands in the task log as six error lines that mean nothing to an operator.
-logging.getLogger(sdk_private.EXPERIMENTAL_NOTICE_LOGGER).setLevel(logging.ERROR)
 
 _CLOUD_ENV = "AZUREML_CURRENT_CLOUD"
 _OPEN_CLIENTS_LOCK = threading.Lock()
@@ -212,7 +204,8 @@ class AzureMLHook(BaseHook):
         )
 
         cfg = self.config
-        common: dict[str, Any] = {}
+        # The credential's token requests log through the package's HTTP logger (see azure_logging).
+        common: dict[str, Any] = client_logging_kwargs()
         if cfg.authority:
             common["authority"] = cfg.authority
         if cfg.ca_bundle:
@@ -230,7 +223,7 @@ class AzureMLHook(BaseHook):
                 kwargs["token_file_path"] = cfg.federated_token_file
             return WorkloadIdentityCredential(**kwargs)
         if cfg.auth_type == "managed_identity":
-            mi_kwargs: dict[str, Any] = {}
+            mi_kwargs: dict[str, Any] = client_logging_kwargs()
             if cfg.client_id:
                 mi_kwargs["client_id"] = cfg.client_id
             if cfg.ca_bundle:
@@ -249,6 +242,7 @@ class AzureMLHook(BaseHook):
         if self._client is None:
             from azure.ai.ml import MLClient
 
+            quiet_experimental_notices()
             cfg = self.config
             self._credential = self._build_credential()
             # The SDK records the cloud in this process's environment; when the last open hook
@@ -258,7 +252,16 @@ class AzureMLHook(BaseHook):
                 if AzureMLHook._open_clients == 0:
                     AzureMLHook._saved_cloud_env = os.environ.get(_CLOUD_ENV)
                 AzureMLHook._open_clients += 1
-            kwargs: dict[str, Any] = {"cloud": cfg.cloud, "enable_telemetry": False, "show_progress": False}
+            # MLClient hands its kwargs to every generated service client it builds (and the job
+            # operations keep them for the run-history/dataplane clients they build later), so
+            # ``logger`` reaches each one's HttpLoggingPolicy. Not reached: the SDK's own storage
+            # clients for code upload/output download, and its ARM preflight client (azure_logging).
+            kwargs: dict[str, Any] = {
+                "cloud": cfg.cloud,
+                "enable_telemetry": False,
+                "show_progress": False,
+                **client_logging_kwargs(),
+            }
             if cfg.cloud_metadata is not None:
                 kwargs["cloud_metadata"] = dict(cfg.cloud_metadata)
             if cfg.ca_bundle:
@@ -334,7 +337,9 @@ class AzureMLHook(BaseHook):
         try:
             yield
         except (ServiceRequestError, ServiceResponseError) as err:
-            raise AzureMLTransientError(f"{what}: no answer from the AML endpoint ({type(err).__name__}: {err})") from err
+            raise AzureMLTransientError(
+                f"{what}: no answer from the AML endpoint ({type(err).__name__}: {err})"
+            ) from err
         except HttpResponseError as err:
             status = getattr(err, "status_code", None) or getattr(getattr(err, "response", None), "status_code", None)
             if status in TRANSIENT_HTTP_STATUSES:
@@ -433,6 +438,7 @@ class AzureMLHook(BaseHook):
         from azure.ai.ml import Input, Output
         from azure.ai.ml import command as command_job
 
+        quiet_experimental_notices()  # the SDK job object is built before the client may be
         if code is not None and not Path(code).is_dir():
             raise AzureMLError(f"AML job {name!r}: code directory {code!r} does not exist or is not a directory")
         job_inputs = {
@@ -574,7 +580,9 @@ class AzureMLHook(BaseHook):
             raise AzureMLError(f"AML job {name!r}: expected status Completed to read its outputs, found {job.status}")
         uri = job.outputs.get(output_name)
         if uri is None:
-            raise AzureMLError(f"AML job {name!r}: expected an output named {output_name!r}, found {sorted(job.outputs)}")
+            raise AzureMLError(
+                f"AML job {name!r}: expected an output named {output_name!r}, found {sorted(job.outputs)}"
+            )
         with self._translated(f"Downloading output {output_name!r} of AML job {name!r}"), self._storage_trust():
             if re.match(r"^azureml://(subscriptions/.+/)?datastores/", uri):
                 # The output's datastore path: the SDK reads it with the datastore's own credentials.
@@ -604,7 +612,9 @@ class AzureMLHook(BaseHook):
             except json.JSONDecodeError as err:
                 raise ModelOutputError(f"AML job {name!r}: {file_name} is not valid JSON ({err})") from err
         if not isinstance(metrics, dict):
-            raise ModelOutputError(f"AML job {name!r}: {file_name} must hold a JSON object, found {type(metrics).__name__}")
+            raise ModelOutputError(
+                f"AML job {name!r}: {file_name} must hold a JSON object, found {type(metrics).__name__}"
+            )
         return metrics
 
     # -- models -----------------------------------------------------------------------------------
@@ -639,6 +649,7 @@ class AzureMLHook(BaseHook):
         """Register a new version of ``name`` from ``path`` (the service assigns the next version)."""
         from azure.ai.ml.entities import Model
 
+        quiet_experimental_notices()  # the SDK object is built before the client may be
         model = Model(
             name=name,
             path=path,

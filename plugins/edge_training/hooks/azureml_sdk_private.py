@@ -14,8 +14,12 @@ if TYPE_CHECKING:
     from azure.ai.ml import MLClient
 
 #: Private module ``azure.ai.ml._utils._experimental``: its logger prints "Class X: This is an
-#: experimental class" for SDK-internal schema classes on every import. No public switch turns it off.
+#: experimental class, ..." (or "Method X: ...") once per experimental class or method the SDK uses,
+#: including its own internal schema classes. No public switch turns it off.
 EXPERIMENTAL_NOTICE_LOGGER = "azure.ai.ml._utils._experimental"
+#: Text both such notices contain (private constants ``EXPERIMENTAL_CLASS_MESSAGE`` and
+#: ``EXPERIMENTAL_METHOD_MESSAGE`` of ``azure.ai.ml.constants._common``).
+EXPERIMENTAL_NOTICE_TEXT = "This is an experimental "
 
 #: Private attributes of ``MLClient._jobs`` (``JobOperations``) holding the lazily built run-history
 #: and dataplane operation wrappers; each wraps a generated service client in ``._operation._client``.

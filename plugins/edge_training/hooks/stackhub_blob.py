@@ -21,7 +21,6 @@ import fnmatch
 import functools
 import io
 import json
-import logging
 import random
 import re
 import tempfile
@@ -41,6 +40,7 @@ from edge_training.exceptions import (
     StackHubAuthError,
     StackHubError,
 )
+from edge_training.hooks.azure_logging import client_logging_kwargs
 from edge_training.hooks.stackhub_fingerprint import FINGERPRINT_VERSION, Fingerprint
 from edge_training.hooks.stackhub_locality import check_locality
 from edge_training.partitions import date_in_prefix, validate_prefix
@@ -57,8 +57,6 @@ HEADER_BYTES = 1024
 _CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(?:-[a-z0-9]+)*$")
 # Blob names listed in a failure message are capped, so a bad 20,000-file partition stays readable.
 _MAX_NAMED = 20
-# azure-core logs every request and response at INFO; a 20,000-blob partition would flood the task log.
-logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,7 +162,9 @@ class StackHubSettings:
         )
 
     def client_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"api_version": self.api_version}
+        # azure-core logs every request and response at INFO; a 20,000-blob partition would flood the
+        # task log, so the client's HTTP logging goes to the package's own logger (see azure_logging).
+        kwargs: dict[str, Any] = {"api_version": self.api_version, **client_logging_kwargs()}
         if self.ca_bundle:
             kwargs["connection_verify"] = self.ca_bundle
         return kwargs
@@ -353,9 +353,9 @@ class StackHubBlobHook(BaseHook):
         ):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                wanted = f"the {success_marker} marker" if success_marker else f"a data file matching {data_pattern}"
                 raise PartitionIncompleteError(
-                    f"partition {container}/{prefix} was not ready after {timeout:g}s: expected "
-                    f"{'the ' + success_marker + ' marker' if success_marker else 'a data file matching ' + data_pattern}"
+                    f"partition {container}/{prefix} was not ready after {timeout:g}s: expected {wanted}"
                 )
             delay = backoff_delay(attempt, poll_interval, max_poll_interval)
             time.sleep(min(delay, remaining))
@@ -462,7 +462,9 @@ class StackHubBlobHook(BaseHook):
         return reference or []
 
     # -- manifest --------------------------------------------------------------------------------
-    def write_manifest(self, *, container: str, prefix: str, manifest_name: str, head: dict, scan: PartitionScan, tail: dict) -> str:
+    def write_manifest(
+        self, *, container: str, prefix: str, manifest_name: str, head: dict, scan: PartitionScan, tail: dict
+    ) -> str:
         """Write ``<prefix><manifest_name>`` on the Stack Hub account, streaming the spooled file list.
 
         The JSON is staged as blocks of at most 4 MiB and committed as one block list, so a
