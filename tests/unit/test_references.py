@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,14 +23,17 @@ NOT_REFERENCES = {
 }
 
 
+def project_files() -> list[Path]:
+    """The repository's own files, tracked or new, never what .gitignore keeps out (installed
+    node_modules, the venv, the stack's state)."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *SCANNED],
+                            cwd=REPO, capture_output=True, text=True, check=True).stdout.splitlines()
+    return [REPO / name for name in listed if (REPO / name).is_file()]
+
+
 def scanned_files() -> list[Path]:
-    files = []
-    for name in SCANNED:
-        path = REPO / name
-        candidates = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-        files += [p for p in candidates if "__pycache__" not in p.parts
-                  and (p.suffix in SUFFIXES or p.name == "Dockerfile")]
-    return files
+    return [p for p in project_files() if "__pycache__" not in p.parts
+            and (p.suffix in SUFFIXES or p.name == "Dockerfile")]
 
 
 def dangling_references() -> list[str]:
@@ -55,5 +59,8 @@ def test_every_repository_path_mentioned_exists():
 
 def test_the_scan_sees_references():
     """The scan finds the references it is meant to check (a regex that matched nothing would pass)."""
+    scanned = {str(p.relative_to(REPO)) for p in scanned_files()}
+    assert {"README.md", "dags/edge_training.py", "plugins/edge_training/operators/azureml.py"} <= scanned
+    assert not any("node_modules" in name for name in scanned)
     readme = (REPO / "README.md").read_text()
     assert "bench/README.md" in [m.group(1) for m in REFERENCE.finditer(readme)]
