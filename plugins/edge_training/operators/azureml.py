@@ -85,6 +85,43 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
     deployment without a triggerer waits in the worker).
 
     Returns ``{job_name, status, studio_url, outputs: {name: uri}, duration_s}``.
+
+    :param command: the job's command line; AML's ``${{inputs.x}}`` / ``${{outputs.y}}`` bindings are
+        kept away from Jinja (templated).
+    :param environment: AML environment the job runs in, ``name:version`` (templated).
+    :param compute: AML compute target the job runs on (templated).
+    :param partition: partition, for the job name and tags; None: the run's partition key (templated).
+    :param data_fingerprint: the partition's data fingerprint (``StackHubPartitionOperator``'s
+        ``fingerprint``), in the job name so that new data gets a new job; needed unless ``job_name``
+        is given (templated).
+    :param job_name: explicit job name (sanitised) instead of the derived one (templated).
+    :param code: local folder uploaded as the job's code snapshot; None: no upload (templated).
+    :param compute_kind: kind ``compute`` must be (``virtualmachine``, ``kubernetes``...), checked
+        before submitting; None: not checked (templated).
+    :param instance_type: AML instance type (Kubernetes compute); None: the compute's default (templated).
+    :param inputs: job inputs by name: a URI (a ``uri_folder``) or a dict of ``azure.ai.ml.Input``
+        arguments (templated).
+    :param outputs: job outputs by name: None (a ``uri_folder`` AML places) or a dict of ``Output``
+        arguments; default ``{"model": None}`` (templated).
+    :param experiment_name: AML experiment the job is filed under (templated).
+    :param display_name: name shown in AML studio; None: the job name (templated).
+    :param description: the job's description (templated).
+    :param tags: more job tags, over the lineage tags the operator sets (dag_id, task_id, run_id,
+        partition, data_fingerprint) (templated).
+    :param environment_variables: environment variables of the job (templated).
+    :param azureml_conn_id: Airflow connection of the AML workspace.
+    :param deferrable: wait in the triggerer, not the worker; None: ``[operators] default_deferrable``
+        (templated, a bool).
+    :param force_new_job: submit the next attempt even when a Completed job exists for this partition
+        and data (templated, a bool).
+    :param job_timeout: the job's time limit, in seconds or a timedelta, counted from the job's creation
+        so that a retry does not extend it; past it the job is canceled and the task fails. None: no
+        limit (templated, a number > 0).
+    :param poll_policy: how often the job is polled and how errors back off; None: ``PollPolicy()``
+        (every 5 s, growing to 15 s).
+    :param stream_logs: copy the job's log into this task's log (a reused job's too).
+    :param max_attempts: most job names (``<name>``, ``<name>-a2``...) tried before the task fails: a
+        failed or canceled attempt's name is never reused.
     """
 
     template_fields: Sequence[str] = (
@@ -440,6 +477,21 @@ class AzureMLRegisterModelOperator(BaseOperator):
     when the rendered ``model_name`` has no static outlet, an ``AssetAlias`` outlet carries the event.
 
     Returns ``{name, version, uri, job_name, studio_url, created}``.
+
+    :param job_name: the Completed AML job whose output is registered (templated).
+    :param model_name: AML model name; also names the default outlet (templated).
+    :param partition: partition the model was trained on, for the tags (templated, text; an int is
+        taken as its digits).
+    :param data_fingerprint: fingerprint of the training data, for the tags (templated, text).
+    :param git_commit: commit of the training code, for the tags (templated, text).
+    :param training_environment: AML environment the job ran in, for the tags (templated, text).
+    :param model_output: the job output holding the model (templated).
+    :param metrics: the metrics to tag, as a dict (e.g. an upstream task's output); None: read
+        ``metrics_file`` from ``model_output``. Only numbers go into the tag (templated).
+    :param metrics_file: file name of the metrics JSON in ``model_output``.
+    :param description: the model's description; None: names the job and the partition (templated).
+    :param extra_tags: more tags, over the lineage tags (templated).
+    :param azureml_conn_id: Airflow connection of the AML workspace.
     """
 
     template_fields: Sequence[str] = (

@@ -50,10 +50,31 @@ class ModelImageBuildOperator(BaseOperator):
     Returns (XCom) a dict for ModelImagePushOperator: registry, repository, tags, labels, reused, and
     either the existing digest (reused) or the local image id and build report.
 
-    :param base_image: image with the model's libraries (the training base image).
+    :param model_name: AML model name; also the repository's unless ``repository`` is given (templated).
+    :param model_version: the model version: the image's first tag, and a label (templated).
+    :param data_fingerprint: fingerprint of the training data: the ``fp-<12 characters>`` tag, and a
+        label (templated).
+    :param job_name: AML job that trained the model: a label, and where the model comes from without
+        ``model_dir`` (templated).
+    :param partition: partition the model was trained on, for the labels (templated).
+    :param model_dir: folder on the worker holding the model; None: download ``model_output`` (templated).
+    :param azureml_conn_id: AML connection the model is downloaded through; needed without ``model_dir``.
+    :param model_output: the job output holding the model.
+    :param repository: registry repository; None: derived from ``model_name`` (templated).
+    :param base_image: image with the model's libraries (the training base image) (templated).
+    :param serving_dir: Dockerfile and scoring app; None: the project's ``include/serving`` (templated).
+    :param git_commit: commit for the labels; None: ``EDGE_TRAINING_GIT_COMMIT``, else the checkout's
+        ``HEAD`` (templated).
+    :param source: the image's ``org.opencontainers.image.source`` label (e.g. the repository URL).
+    :param docker_conn_id: connection of the Docker host that builds and smoke-tests the image.
+    :param registry_conn_id: connection of the registry (server, user, password).
+    :param registry_ca_bundle: CA file for the registry's TLS; None: the registry connection's extra
+        ``ca_bundle``, else the system's CAs (templated).
+    :param network_mode: overrides the docker connection's ``network_mode`` extra (templated).
     :param smoke_rows: rows POSTed to /score in the smoke test; default: three synthetic rows built
-        from the feature names the app reports.
-    :param network_mode: overrides the docker connection's ``network_mode`` extra.
+        from the feature names the app reports (templated).
+    :param smoke_timeout: seconds the smoke test waits for the scoring app's /health to answer.
+    :param nocache: build without Docker's layer cache.
     """
 
     template_fields: Sequence[str] = (
@@ -198,8 +219,16 @@ class ModelImagePushOperator(BaseOperator):
 
     Returns (XCom): {"image": "registry/repo@sha256:...", "tags": [...], "digest": ..., "reused": bool}.
 
-    :param build_result: the build operator's return value (e.g. ``build_task.output``).
-    :param image_link_template: URL for the extra link, with {registry}, {repository} and {digest}.
+    :param build_result: the build operator's return value (e.g. ``build_task.output``) (templated, a dict).
+    :param docker_conn_id: connection of the Docker host holding the built image.
+    :param registry_conn_id: connection of the registry; it must be the one the image was built for.
+    :param registry_ca_bundle: CA file for the registry's TLS; None: the registry connection's extra
+        ``ca_bundle``, else the system's CAs (templated).
+    :param azureml_conn_id: AML connection through which the reference is written to the model
+        version; None: nothing is written.
+    :param model_tag: the model version's tag that receives the reference (templated).
+    :param image_link_template: URL for the extra link, with {registry}, {repository} and {digest};
+        None: the registry's manifest URL for the digest (templated).
     """
 
     template_fields: Sequence[str] = ("build_result", "registry_ca_bundle", "model_tag", "image_link_template")

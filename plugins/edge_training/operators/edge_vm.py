@@ -26,6 +26,29 @@ class EdgeVMReadinessOperator(BaseOperator):
     ``blob_endpoint`` (``host:port``) is what the VM must reach; when not given it is read from
     ``stackhub_conn_id``'s connection string. Thresholds are templated (``{{ params.min_disk_gib }}``) and must
     render as numbers, flags as bools (``render_template_as_native_obj=True``).
+
+    :param ssh_conn_id: SSH connection of the edge VM; it must pin the host key (templated).
+    :param image: training image that must be on the VM; None skips the image check (templated).
+    :param workdir: folder on the VM whose disk is measured (its nearest existing parent while it does
+        not exist); empty: the login user's home (templated).
+    :param min_disk_gib: free disk needed at ``workdir``, in GiB (templated, a number >= 0).
+    :param min_memory_gib: available memory (``MemAvailable``) needed, in GiB (templated, a number >= 0).
+    :param max_clock_skew_s: largest offset of the VM's clock from the Airflow host's, in seconds; a skew
+        within the measurement's uncertainty of it only warns (templated, a number >= 0).
+    :param blob_endpoint: ``host:port`` the VM must open TCP to; None: read from ``stackhub_conn_id``
+        (templated).
+    :param stackhub_conn_id: Stack Hub blob connection whose endpoint is checked when ``blob_endpoint``
+        is not given; None as well: no network check (templated).
+    :param require_gpu: fail unless ``nvidia-smi`` finds a GPU on the VM (templated, a bool).
+    :param sshd_policy: ``warn`` or ``fail``: what an sshd that accepts passwords or root logins (or
+        whose config cannot be read) does to the task (templated).
+    :param docker_host: ``DOCKER_HOST`` on the VM; None keeps the VM's default (templated).
+    :param sshd_config: sshd config file to evaluate; None: the one the serving daemon was started with,
+        else ``/etc/ssh/sshd_config`` (templated).
+    :param pull_missing_image: pull ``image`` when it is not on the VM instead of failing the check (a bool).
+    :param connect_attempts: SSH connection tries, with backoff; only network errors are retried, never
+        authentication or host key errors.
+    :param command_timeout_s: seconds the probe may run on the VM before the task fails.
     """
 
     template_fields: Sequence[str] = (

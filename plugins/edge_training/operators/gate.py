@@ -101,7 +101,21 @@ class EvaluateGateOperator(BaseOperator, SkipMixin):
     ``Production``), or ``latest`` (the newest version). No baseline: pass. Worse by more than
     ``tolerance``: the direct downstream tasks are skipped (a clear skip, not a failure; trigger
     rules carry it further) and the decision is still pushed to XCom. Returns the decision dict
-    (``passed``, ``reason``, values...).
+    (``passed``, ``reason``, values...). The baseline's metrics are its ``metrics`` tag, as
+    AzureMLRegisterModelOperator writes it.
+
+    :param job_name: AML job whose model output holds the new model's metrics (templated).
+    :param model_name: AML model whose versions the baseline is chosen from (templated).
+    :param primary_metric: the metric compared, a key of the metrics (templated).
+    :param tolerance: how much worse than the baseline is still let through, in the metric's own units
+        (templated, a number >= 0).
+    :param higher_is_better: False for a metric where lower is better (a loss, an error rate).
+    :param baseline_policy: ``production_tag``, ``stage`` or ``latest``, as above (templated).
+    :param baseline_tag: tags the baseline must carry under ``production_tag``; None:
+        ``{"stage": "production"}`` (templated).
+    :param model_output: the job output holding the metrics file (templated).
+    :param metrics_file: file name of the metrics JSON in ``model_output`` (templated).
+    :param azureml_conn_id: Airflow connection of the AML workspace.
     """
 
     template_fields: Sequence[str] = (

@@ -33,6 +33,37 @@ class StackHubPartitionOperator(BaseOperator):
     manifest}``; the manifest JSON stays on the Stack Hub account, beside the data.
     ``partition_date`` comes from ``partition_key``, else from the prefix's ``date=YYYY-MM-DD`` segment.
     ``wasb_conn_id`` is an alias of ``stackhub_conn_id``.
+
+    :param prefix: the partition folder's template or base folder, as above (templated).
+    :param partition_key: the run's partition key (``CronPartitionTimetable`` key or ``YYYY-MM-DD``);
+        None or empty: ``prefix`` is the rendered folder (templated).
+    :param container: blob container holding the partitions (templated).
+    :param stackhub_conn_id: Stack Hub blob connection (type ``wasb``); None: ``wasb_conn_id``, else
+        ``stackhub_blob`` (templated).
+    :param wasb_conn_id: alias of ``stackhub_conn_id``; both given and different is an error.
+    :param data_pattern: glob, relative to the partition folder, of the data files; other blobs are
+        ignored (templated).
+    :param success_marker: blob in the folder that says the partition is complete; None or empty: no
+        marker is required, and a wait looks for a data file instead (templated).
+    :param expected_columns: CSV header every checked data file must have; None: the first data file's
+        header is the reference (templated).
+    :param header_sample_size: how many data files' headers are checked (the first file and a seeded
+        sample of the others).
+    :param manifest_name: file name of the manifest written into the partition folder; None or empty:
+        no manifest (templated).
+    :param datastore: AML datastore through which the returned ``data_uri`` reads the partition (templated).
+    :param stack_hub_domain: ``<region>.<fqdn>`` the account's endpoint must be under; None: the
+        connection's extra ``stack_hub_domain`` (templated).
+    :param allow_public_endpoint: accept a public Azure cloud endpoint; None: the connection's extra,
+        false unless set (the data stays on the Stack Hub).
+    :param wait_for_partition: wait for a partition not yet written (its marker, else a data file)
+        before validating; False: a missing partition fails the task at once.
+    :param wait_timeout: seconds to wait for the partition with ``wait_for_partition``.
+    :param poll_interval: first pause between looks while waiting, in seconds; it doubles (with ±20%
+        jitter) up to ``max_poll_interval``.
+    :param max_poll_interval: longest pause between looks while waiting, in seconds.
+    :param deferrable: wait in the triggerer (``StackHubPartitionTrigger``), not the worker; None:
+        ``[operators] default_deferrable``. Only matters with ``wait_for_partition``.
     """
 
     template_fields: Sequence[str] = (

@@ -26,6 +26,14 @@ class AzureMLJobSensor(BaseSensorOperator):
     not canceled by this sensor on timeout because it did not submit it (``cancel_on_timeout``).
 
     Returns ``{job_name, status, studio_url, outputs}``.
+
+    :param job_name: the AML job to wait for (templated).
+    :param azureml_conn_id: Airflow connection of the AML workspace.
+    :param deferrable: wait in the triggerer; True by default, not ``[operators] default_deferrable``
+        as the operators here. False: poke or reschedule like any sensor.
+    :param poll_policy: how often the trigger polls the job; None: ``PollPolicy()``.
+    :param stream_logs: copy the job's log into the task log while deferred.
+    :param cancel_on_timeout: cancel the job when the sensor's ``timeout`` passes while deferred.
     """
 
     template_fields: Sequence[str] = ("job_name",)

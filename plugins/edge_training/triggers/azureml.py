@@ -46,10 +46,11 @@ class AzureMLJobTrigger(BaseTrigger):
 
     :param job_name: the AML job to wait for.
     :param azureml_conn_id: the Airflow connection of the AML workspace.
-    :param deadline: epoch seconds; past it the job is canceled and a ``Timeout`` event fires.
+    :param deadline: epoch seconds; past it the job is canceled (see ``cancel_on_timeout``) and a
+        ``Timeout`` event fires. None: no deadline.
     :param deadline_reason: which limit the deadline is (``job_timeout`` or ``execution_timeout``),
         passed back in the event so the task's error names it.
-    :param poll_policy: ``PollPolicy`` fields as a dict (serialisable).
+    :param poll_policy: ``PollPolicy`` fields as a dict (serialisable); None: ``PollPolicy()``.
     :param stream_logs: show the job's new log lines in the task log as they come.
     :param log_offset: byte offset in the job log to start showing from (0: the whole log). The
         offset reached is also kept durably, in this task instance's XCom (``LOG_OFFSET_XCOM_KEY``):

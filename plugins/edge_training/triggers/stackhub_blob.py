@@ -33,6 +33,22 @@ class StackHubPartitionTrigger(BaseTrigger):
 
     Events: ``{"status": "ready", ...}``, ``{"status": "timeout", ...}`` or
     ``{"status": "error", "message": ...}`` for a non-transient failure (auth, locality, bad name).
+
+    :param stackhub_conn_id: Stack Hub blob connection (type ``wasb``).
+    :param container: blob container of the partition.
+    :param prefix: the rendered partition folder (``telemetry/date=2026-11-10/``).
+    :param success_marker: blob in the folder whose presence means ready; None: a blob matching
+        ``data_pattern`` does.
+    :param data_pattern: glob, relative to ``prefix``, of the data files (looked for without a marker).
+    :param deadline: epoch seconds; past it a ``timeout`` event fires. Absolute, so a triggerer restart
+        does not extend the wait.
+    :param poll_interval: first pause between looks, in seconds; it doubles (with ±20% jitter) up to
+        ``max_poll_interval``.
+    :param max_poll_interval: longest pause between looks, in seconds.
+    :param stack_hub_domain: ``<region>.<fqdn>`` the account's endpoint must be under; None: the
+        connection's extra ``stack_hub_domain``.
+    :param allow_public_endpoint: accept a public Azure cloud endpoint; None: the connection's extra,
+        false unless set.
     """
 
     def __init__(
