@@ -263,7 +263,7 @@ def test_sensor_waits_on_an_existing_job(code_dir, hook):
     op, dag = make_operator(code_dir, fingerprint, command=job_command(lines=4, pause=0.3))
     name = defer(op, make_context(dag, partition=PARTITION)).job_name
     with DAG(dag_id="aml_it_sensor", schedule=None) as sdag:
-        sensor = AzureMLJobSensor(task_id="wait", job_name=name, poll_policy=FAST, timeout=300)
+        sensor = AzureMLJobSensor(task_id="wait", job_name=name, poll_policy=FAST, timeout=300, deferrable=True)
     context = make_context(sdag, partition=PARTITION)
     with pytest.raises(TaskDeferred) as deferred:
         execute_task(sensor, context)

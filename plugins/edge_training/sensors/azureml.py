@@ -12,6 +12,7 @@ from edge_training.exceptions import AzureMLError, AzureMLJobFailedError, AzureM
 from edge_training.hooks.azureml import DEFAULT_CONN_ID, STATUS_COMPLETED, AzureMLHook
 from edge_training.hooks.azureml_polling import PollPolicy
 from edge_training.links.azureml import AzureMLJobLink
+from edge_training.operators.arguments import default_deferrable
 from edge_training.triggers.azureml import EVENT_ERROR, EVENT_TIMEOUT, AzureMLJobTrigger, first_event
 
 if TYPE_CHECKING:
@@ -29,8 +30,8 @@ class AzureMLJobSensor(BaseSensorOperator):
 
     :param job_name: the AML job to wait for (templated).
     :param azureml_conn_id: Airflow connection of the AML workspace.
-    :param deferrable: wait in the triggerer; True by default, not ``[operators] default_deferrable``
-        as the operators here. False: poke or reschedule like any sensor.
+    :param deferrable: wait in the triggerer; None: ``[operators] default_deferrable``, as the
+        operators here. False: poke or reschedule like any sensor.
     :param poll_policy: how often the trigger polls the job; None: ``PollPolicy()``.
     :param stream_logs: copy the job's log into the task log while deferred.
     :param cancel_on_timeout: cancel the job when the sensor's ``timeout`` passes while deferred.
@@ -44,7 +45,7 @@ class AzureMLJobSensor(BaseSensorOperator):
         *,
         job_name: str,
         azureml_conn_id: str = DEFAULT_CONN_ID,
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         poll_policy: PollPolicy | None = None,
         stream_logs: bool = True,
         cancel_on_timeout: bool = False,
@@ -53,7 +54,7 @@ class AzureMLJobSensor(BaseSensorOperator):
         super().__init__(**kwargs)
         self.job_name = job_name
         self.azureml_conn_id = azureml_conn_id
-        self.deferrable = deferrable
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.poll_policy = poll_policy or PollPolicy()
         self.stream_logs = stream_logs
         self.cancel_on_timeout = cancel_on_timeout
