@@ -11,7 +11,8 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import timezone
 
-#: HTTP statuses a retry may cure. Anything else (400, 401, 403, 404, 409...) is a real error.
+#: HTTP statuses a retry may cure, for every service this package calls (AML, Stack Hub blob storage).
+#: Anything else (400, 401, 403, 404, 409...) is a real error.
 TRANSIENT_HTTP_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 

@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator, ResumableJobMixin
@@ -553,8 +554,12 @@ class AzureMLRegisterModelOperator(BaseOperator):
         """Numbers only (tags are short strings; the full metrics stay in the job output)."""
         return {k: v for k, v in sorted(metrics.items()) if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
+    @cached_property
+    def hook(self) -> AzureMLHook:
+        return AzureMLHook(azureml_conn_id=self.azureml_conn_id)
+
     def execute(self, context: Context) -> dict[str, Any]:
-        with AzureMLHook(azureml_conn_id=self.azureml_conn_id) as hook:
+        with self.hook as hook:
             job = hook.get_job(self.job_name)
             if job.status != STATUS_COMPLETED:
                 raise ModelRegistrationError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -143,11 +144,15 @@ class ModelImageBuildOperator(BaseOperator):
         with AzureMLHook(azureml_conn_id=self.azureml_conn_id) as aml:
             return aml.download_job_output(self.job_name, self.model_output, tmp / "download")
 
-    def execute(self, context: Any) -> dict[str, Any]:
-        with ContainerImageHook(
+    @cached_property
+    def hook(self) -> ContainerImageHook:
+        return ContainerImageHook(
             docker_conn_id=self.docker_conn_id, registry_conn_id=self.registry_conn_id,
             registry_ca_bundle=self.registry_ca_bundle, network_mode=self.network_mode,
-        ) as hook:
+        )
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        with self.hook as hook:
             hook.check_connections()
             return self._execute(hook)
 
@@ -265,9 +270,13 @@ class ModelImagePushOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         build = self._build()
-        with ContainerImageHook(docker_conn_id=self.docker_conn_id, registry_conn_id=self.registry_conn_id,
-                                registry_ca_bundle=self.registry_ca_bundle) as hook:
+        with self.hook as hook:
             return self._execute(context, build, hook)
+
+    @cached_property
+    def hook(self) -> ContainerImageHook:
+        return ContainerImageHook(docker_conn_id=self.docker_conn_id, registry_conn_id=self.registry_conn_id,
+                                  registry_ca_bundle=self.registry_ca_bundle)
 
     def _execute(self, context: Any, build: dict[str, Any], hook: ContainerImageHook) -> dict[str, Any]:
         repository, repository_ref, tags = build["repository"], build["repository_ref"], build["tags"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -129,7 +130,8 @@ class EdgeVMReadinessOperator(BaseOperator):
             pull_missing_image=flag(self, "pull_missing_image", self.pull_missing_image),
         )
 
-    def make_hook(self) -> EdgeVMHook:
+    @cached_property
+    def hook(self) -> EdgeVMHook:
         return EdgeVMHook(
             ssh_conn_id=self.ssh_conn_id,
             connect_attempts=self.connect_attempts,
@@ -137,7 +139,7 @@ class EdgeVMReadinessOperator(BaseOperator):
         )
 
     def execute(self, context: Any) -> dict[str, Any]:
-        report = self.make_hook().readiness_report(self.params_for_run())
+        report = self.hook.readiness_report(self.params_for_run())
         for item in report["checks"]:
             log = self.log.warning if item["status"] != "pass" else self.log.info
             log("%-22s %-4s value=%s threshold=%s: %s", item["name"], item["status"], item["value"], item["threshold"], item["detail"])

@@ -10,6 +10,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, SkipMixin
@@ -174,8 +175,12 @@ class EvaluateGateOperator(BaseOperator, SkipMixin):
             None,
         )
 
+    @cached_property
+    def hook(self) -> AzureMLHook:
+        return AzureMLHook(azureml_conn_id=self.azureml_conn_id)
+
     def execute(self, context: Context) -> dict[str, Any]:
-        with AzureMLHook(azureml_conn_id=self.azureml_conn_id) as hook:
+        with self.hook as hook:
             new_metrics = hook.read_job_metrics(
                 self.job_name, output_name=self.model_output, file_name=self.metrics_file
             )

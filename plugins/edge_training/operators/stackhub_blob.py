@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -127,7 +128,7 @@ class StackHubPartitionOperator(BaseOperator):
         self.max_poll_interval = max_poll_interval
         self.deferrable = default_deferrable() if deferrable is None else deferrable
 
-    @property
+    @cached_property
     def hook(self) -> StackHubBlobHook:
         return StackHubBlobHook(
             stackhub_conn_id=self.stackhub_conn_id,

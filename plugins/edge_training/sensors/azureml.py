@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator
@@ -76,7 +77,7 @@ class AzureMLJobSensor(BaseSensorOperator):
     def poke(self, context: Context) -> bool | Any:
         from airflow.sdk.bases.sensor import PokeReturnValue
 
-        with AzureMLHook(azureml_conn_id=self.azureml_conn_id) as hook:
+        with self.hook as hook:
             job = hook.get_job(self.job_name)
             AzureMLJobLink.persist(context, job.studio_url)
             if not job.is_terminal:
@@ -99,10 +100,14 @@ class AzureMLJobSensor(BaseSensorOperator):
             cancel_on_timeout=self.cancel_on_timeout,
         )
 
+    @cached_property
+    def hook(self) -> AzureMLHook:
+        return AzureMLHook(azureml_conn_id=self.azureml_conn_id)
+
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        with AzureMLHook(azureml_conn_id=self.azureml_conn_id) as hook:
+        with self.hook as hook:
             job = hook.get_job(self.job_name)
             AzureMLJobLink.persist(context, job.studio_url)
             if job.is_terminal:
@@ -115,7 +120,7 @@ class AzureMLJobSensor(BaseSensorOperator):
             raise AzureMLJobTimeoutError(str(event.get("message")))
         if status == EVENT_ERROR:
             raise AzureMLError(str(event.get("message")))
-        with AzureMLHook(azureml_conn_id=self.azureml_conn_id) as hook:
+        with self.hook as hook:
             return self._result(status, event.get("studio_url"), hook)
 
     def wait_inline(self, context: Context) -> dict[str, Any]:

@@ -22,10 +22,8 @@ from edge_training.hooks.stackhub_blob import (
     backoff_delay,
     check_container_name,
 )
+from edge_training.hooks.azureml_polling import TRANSIENT_HTTP_STATUSES
 from edge_training.partitions import validate_prefix
-
-# HTTP statuses worth another poll: throttling and server-side hiccups.
-_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 
 class StackHubPartitionTrigger(BaseTrigger):
@@ -150,7 +148,7 @@ class StackHubPartitionTrigger(BaseTrigger):
                     last_error = f"{type(err).__name__}: {err}"
                     self.log.warning("Transient error polling %s, will retry: %s", self._where(), last_error)
                 except HttpResponseError as err:
-                    if err.status_code not in _TRANSIENT_STATUS:
+                    if err.status_code not in TRANSIENT_HTTP_STATUSES:
                         return {
                             "status": "error",
                             "prefix": self.prefix,
