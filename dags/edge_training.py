@@ -164,6 +164,7 @@ with DAG(
 
     validate_partition = StackHubPartitionOperator(
         task_id="validate_partition",
+        multiple_outputs=True,  # each key of its result is also an XCom: .output["key"]
         container="training",
         prefix="telemetry/date={partition_date}/",
         partition_key="{{ params.partition or partition_key }}",
@@ -174,6 +175,7 @@ with DAG(
 
     submit_training = AzureMLSubmitJobOperator(
         task_id="submit_training",
+        multiple_outputs=True,  # each key of its result is also an XCom: .output["key"]
         code=TRAINING_CODE,
         # AML's own ${{...}} placeholders, kept away from Jinja.
         command=(
@@ -212,6 +214,7 @@ with DAG(
 
     register_model = AzureMLRegisterModelOperator(
         task_id="register_model",
+        multiple_outputs=True,  # each key of its result is also an XCom: .output["key"]
         job_name=submit_training.output["job_name"],
         model_name="{{ params.model_name }}",
         partition=PARTITION,

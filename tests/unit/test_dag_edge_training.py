@@ -36,6 +36,23 @@ def test_tasks_run_in_the_documented_order(dag):
         assert upstream in upstreams and upstreams <= set(CHAIN[: position + 1]), downstream
 
 
+def test_every_task_output_read_by_key_is_pushed_by_key(dag):
+    """``task.output["fingerprint"]`` reads the XCom *key* "fingerprint", which exists only when the
+    producing task pushes each key of its result (multiple_outputs); otherwise the reader fails with
+    XComNotFound at run time."""
+    from airflow.sdk.definitions.xcom_arg import XComArg
+
+    read = set()
+    for task in dag.tasks:
+        for field in task.template_fields:
+            for producer, key in XComArg.iter_xcom_references(getattr(task, field)):
+                read.add((task.task_id, producer.task_id, key))
+                if key != "return_value":
+                    assert producer.multiple_outputs, f"{task.task_id}.{field} reads {producer.task_id}[{key!r}]"
+    assert ("submit_training", "validate_partition", "fingerprint") in read
+    assert ("push_image", "build_image", "return_value") in read
+
+
 def test_runs_are_keyed_by_daily_partition(dag):
     from airflow.sdk import CronPartitionTimetable
 
