@@ -20,15 +20,18 @@ def worker_log(instance: LocalAirflow, worker: int):
 @pytest.fixture(scope="module")
 def celery_airflow(stack_env):
     started = scale.up()  # Postgres may already serve the tests' own Airflow: stop only what this started
+    # A metadata database of its own, new each session: what an earlier session's DAG declared (such as
+    # an asset since renamed) must not change this run.
+    database = scale.database("airflow_celery", fresh=True)
     instance = LocalAirflow(
         name="airflow-celery",
         port=47182,
         executor="CeleryExecutor",
-        sql_alchemy_conn=scale.sql_alchemy_conn(),
+        sql_alchemy_conn=database,
         workers=2,
         extra_env={
             "AIRFLOW__CELERY__BROKER_URL": scale.broker_url(),
-            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + scale.sql_alchemy_conn(),
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database,
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
         },
     )
