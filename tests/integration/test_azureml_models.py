@@ -69,7 +69,7 @@ def hook(stack_env):
 def pipeline(model_name: str, job_name: str, tolerance: float = 0.02):
     with DAG(dag_id="aml_it_models", schedule=None) as dag:
         gate = EvaluateGateOperator(task_id="evaluate_gate", job_name=job_name, model_name=model_name,
-                                    tolerance=str(tolerance))
+                                    tolerance=tolerance)
         register = AzureMLRegisterModelOperator(
             task_id="register_model", job_name=job_name, model_name=model_name, partition=PARTITION,
             data_fingerprint="fp-" + job_name[-16:], git_commit="0123abc", training_environment="edge-training-base:1",

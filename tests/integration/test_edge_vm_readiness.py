@@ -90,7 +90,7 @@ def test_healthy_vm_passes(image, stack_env):
 
 
 def test_thresholds_above_what_the_vm_has_fail_and_are_all_listed(image):
-    _, report, err = run(image, min_disk_gib="1000000", min_memory_gib="10000", max_clock_skew_s="30", sshd_policy="warn")
+    _, report, err = run(image, min_disk_gib=1000000, min_memory_gib=10000, max_clock_skew_s=30, sshd_policy="warn")
     assert err is not None
     c = checks(report)
     assert c["disk_free_gib"]["status"] == "fail" and c["disk_free_gib"]["threshold"] == 1000000.0
@@ -123,7 +123,7 @@ def test_unreachable_blob_endpoint_fails_from_the_vm(image):
 
 
 def test_required_gpu_missing_fails(image):
-    _, report, err = run(image, require_gpu="True")
+    _, report, err = run(image, require_gpu=True)
     c = checks(report)["gpu"]
     assert c["status"] == "fail" and c["value"] == 0 and "gpu" in str(err)
 
