@@ -36,9 +36,9 @@ def load_services(*, quiet: bool = False) -> tuple[list[Service], str | None]:
     ]
     missing = None
     try:
-        from devstack.aml.service import AmlDoubleService
+        from devstack.aml.stack_service import AmlDoubleService
     except ImportError as exc:
-        missing = f"the AML double is not available yet (devstack.aml.service: {exc})"
+        missing = f"the AML double is not available yet (devstack.aml.stack_service: {exc})"
     else:
         services.append(AmlDoubleService())
     return services, missing

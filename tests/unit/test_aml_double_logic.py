@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from devstack.aml import config
-from devstack.aml.app import AmlDouble, Faults, HttpError
+from devstack.aml.http_core import Faults, HttpError
+from devstack.aml.metadata_store import Store
+from devstack.aml.routes_jobs import comparable
 from devstack.aml.runner import JobError, JobRunner
-from devstack.aml.store import Store
 
 B = (f"/subscriptions/{config.SUBSCRIPTION}/resourceGroups/{config.RESOURCE_GROUP}/providers/"
      f"Microsoft.MachineLearningServices/workspaces/{config.WORKSPACE}")
@@ -96,9 +97,9 @@ def test_faults_respect_count_share_and_route_patterns():
 
 
 def test_job_spec_comparison_ignores_empty_values_and_key_order():
-    assert AmlDouble._norm({"a": {}, "b": [1], "c": None}) == {"b": [1]}
-    assert AmlDouble._norm({"x": {"b": 1, "a": 2}}) == AmlDouble._norm({"x": {"a": 2, "b": 1}})
-    assert AmlDouble._norm({"inputs": {}}) is None
+    assert comparable({"a": {}, "b": [1], "c": None}) == {"b": [1]}
+    assert comparable({"x": {"b": 1, "a": 2}}) == comparable({"x": {"a": 2, "b": 1}})
+    assert comparable({"inputs": {}}) is None
 
 
 def test_limits_timeout_durations():

@@ -44,7 +44,7 @@ class AmlDoubleService(Service):
         env.setdefault("EDGE_CA_FILE", str(ctx.ca_file))
         env["AML_DOUBLE_CLIENT_SECRET"] = self.client_secret(ctx)
         env["PYTHONPATH"] = str(ctx.repo)
-        argv = [str(ctx.python), "-m", "devstack.aml.server", "--port", str(config.PORT),
+        argv = [str(ctx.python), "-m", "devstack.aml.main", "--port", str(config.PORT),
                 "--state-dir", str(self.state_dir(ctx)), "--cert", str(ctx.server_cert),
                 "--key", str(ctx.server_key), "--ca-file", str(ctx.ca_file)]
         pid = ctx.spawn(self.name, argv, env=env)

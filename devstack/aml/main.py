@@ -1,4 +1,4 @@
-"""Entry point of the AML double: `python -m devstack.aml.server --state-dir ... --cert ... --key ...`.
+"""Process entry point of the AML double: `python -m devstack.aml.main --state-dir ... --cert ... --key ...`.
 
 Builds the store, the workspace storage client and the job runner, seeds the workspace's own datastores
 (workspaceblobstore, workspaceartifactstore on the AML storage account), re-attaches jobs that were running
@@ -17,12 +17,14 @@ from pathlib import Path
 import uvicorn
 
 from devstack.aml import config
-from devstack.aml.app import AmlDouble, build_app
+from devstack.aml.asgi_app import build_app
+from devstack.aml.http_core import AmlDouble
+from devstack.aml.metadata_store import Store
 from devstack.aml.runner import JobRunner
-from devstack.aml.storage import WorkspaceStorage
-from devstack.aml.store import Store
+from devstack.aml.workspace_storage import WorkspaceStorage
 
 log = logging.getLogger("aml-double")
+
 
 def seed_workspace_datastores(store: Store, storage: WorkspaceStorage) -> None:
     """The datastores AML creates with a workspace, on the AML storage account."""
