@@ -28,10 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "plugins"), str(REPO / "tests" / "integration"), str(REPO / "tests")]
 
-from conftest import read_stack_env  # noqa: E402  (tests/conftest.py: the stack's env file)
+from devstack.util import export_stack_env, read_stack_env  # noqa: E402
 
-for _key, _value in read_stack_env().items():
-    os.environ.setdefault(_key, _value)
+export_stack_env(read_stack_env())
 
 from azureml_support import write_job_code  # noqa: E402
 

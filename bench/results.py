@@ -19,7 +19,6 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"
-STACK_ENV = REPO / ".devstack" / "stack.env"
 
 for _path in (str(REPO / "plugins"), str(REPO)):
     if _path not in sys.path:
@@ -29,13 +28,12 @@ os.environ.setdefault("AIRFLOW_HOME", str(REPO / ".devstack" / "airflow"))
 
 def load_stack_env() -> dict[str, str]:
     """The running stack's variables (also put into os.environ, as the tests do); exits if it is down."""
-    from devstack.util import parse_env_file
+    from devstack.util import STACK_ENV_FILE, export_stack_env, read_stack_env
 
-    if not STACK_ENV.exists():
-        raise SystemExit(f"{STACK_ENV} not found: run `make stack-up` first")
-    values = parse_env_file(STACK_ENV.read_text())
-    for key, value in values.items():
-        os.environ.setdefault(key, value)
+    values = read_stack_env()
+    if not values:
+        raise SystemExit(f"{STACK_ENV_FILE} not found: run `make stack-up` first")
+    export_stack_env(values)
     return values
 
 

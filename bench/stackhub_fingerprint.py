@@ -14,7 +14,6 @@ import argparse
 import gc
 import hashlib
 import os
-import shlex
 import sys
 import time
 import tracemalloc
@@ -29,14 +28,12 @@ HEADER = "device_id,timestamp,temperature_c,vibration_mm_s,pressure_kpa,rpm,runt
 
 
 def load_stack_env() -> None:
-    env = REPO / ".devstack" / "stack.env"
-    if not env.exists():
-        sys.exit(f"{env} not found: run `make stack-up` first")
-    for line in env.read_text().splitlines():
-        if line.strip() and not line.startswith("#") and "=" in line:
-            key, _, raw = line.partition("=")
-            parts = shlex.split(raw)
-            os.environ.setdefault(key.strip(), parts[0] if parts else "")
+    from devstack.util import STACK_ENV_FILE, export_stack_env, read_stack_env
+
+    values = read_stack_env()
+    if not values:
+        sys.exit(f"{STACK_ENV_FILE} not found: run `make stack-up` first")
+    export_stack_env(values)
 
 
 def body(i: int) -> bytes:

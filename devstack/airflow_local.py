@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devstack.base import REPO, STATE, StackContext, StackError
-from devstack.util import parse_env_file
+from devstack.util import read_stack_env
 
 API_PORT = 47180
 ADMIN_USER = "admin"
@@ -26,11 +26,6 @@ EDGE_VM_POOL = "edge_vm"
 EDGE_VM_POOL_SLOTS = 2
 MODEL_REGISTRY_POOL = "edge_model_registry"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=value lines with shell quoting, as written by `devstack up`."""
-    return parse_env_file(path.read_text()) if path.exists() else {}
 
 
 @dataclass
@@ -77,7 +72,7 @@ class LocalAirflow:
         return json.loads(passwords.read_text())[ADMIN_USER]
 
     def env(self) -> dict[str, str]:
-        stack_env = read_env_file(STATE / "stack.env")
+        stack_env = read_stack_env()
         if not stack_env:
             raise StackError("airflow: .devstack/stack.env not found; run `make stack-up` first")
         self.admin_password  # noqa: B018 - creates the passwords file the API server reads
@@ -252,7 +247,7 @@ class LocalAirflow:
     @staticmethod
     def stack_connections() -> dict[str, dict]:
         """The stack's connections (conn id -> JSON form), as stack.env defines them."""
-        stack_env = read_env_file(STATE / "stack.env")
+        stack_env = read_stack_env()
         return {k[len("AIRFLOW_CONN_"):].lower(): json.loads(v) for k, v in stack_env.items()
                 if k.startswith("AIRFLOW_CONN_")}
 

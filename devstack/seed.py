@@ -19,9 +19,8 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from devstack.base import STATE
 from devstack.sample_data import partition_files
-from devstack.util import parse_env_file
+from devstack.util import STACK_ENV_FILE, read_stack_env
 
 API_VERSION = "2019-07-07"
 CONTAINER = "training"
@@ -49,10 +48,9 @@ def _setting(name: str) -> str:
     value = os.environ.get(name)
     if value:
         return value
-    env_file = STATE / "stack.env"
-    values = parse_env_file(env_file.read_text()) if env_file.exists() else {}
+    values = read_stack_env()
     if not values.get(name):
-        raise SystemExit(f"seed: {name} is not set and not in {env_file}; run `make stack-up` first")
+        raise SystemExit(f"seed: {name} is not set and not in {STACK_ENV_FILE}; run `make stack-up` first")
     return values[name]
 
 

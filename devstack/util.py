@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from devstack.base import StackContext, StackError
+from devstack.base import STATE, StackContext, StackError
 
 APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]*$")
@@ -157,6 +157,22 @@ def parse_env_file(text: str) -> dict[str, str]:
         parts = shlex.split(raw)
         values[key.strip()] = parts[0] if parts else ""
     return values
+
+
+#: What `devstack up` writes: every variable the stack's clients need (URLs, keys, connection ids).
+STACK_ENV_FILE = STATE / "stack.env"
+
+
+def read_stack_env(path: Path = STACK_ENV_FILE) -> dict[str, str]:
+    """The running stack's variables; {} when the stack was never brought up. The one loader that
+    devstack, the tests and the benchmarks use."""
+    return parse_env_file(path.read_text()) if path.exists() else {}
+
+
+def export_stack_env(values: Mapping[str, str]) -> None:
+    """Put the stack's variables into this process's environment, leaving any already set alone."""
+    for key, value in values.items():
+        os.environ.setdefault(key, value)
 
 
 def write_private(path: Path, data: str | bytes, mode: int = 0o600) -> None:

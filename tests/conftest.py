@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from devstack.util import parse_env_file
+from devstack.util import STACK_ENV_FILE as STACK_ENV
+from devstack.util import export_stack_env, read_stack_env
 
 REPO = Path(__file__).resolve().parent.parent
-STACK_ENV = REPO / ".devstack" / "stack.env"
 #: submit_training's execution_timeout in the tests' Airflow (see the fault battery's timeout case).
 TRAINING_TASK_TIMEOUT_MINUTES = 2
 #: Runs of the DAG active at once in the tests' Airflow: the battery runs its side-by-side cases together.
@@ -24,14 +24,7 @@ os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 
-def read_stack_env(path: Path = STACK_ENV) -> dict[str, str]:
-    """Parse .devstack/stack.env with the same parser that wrote it."""
-    return parse_env_file(path.read_text())
-
-
-if STACK_ENV.exists():
-    for _key, _value in read_stack_env().items():
-        os.environ.setdefault(_key, _value)
+export_stack_env(read_stack_env())
 
 
 def pytest_collection_modifyitems(config, items):

@@ -87,3 +87,18 @@ def test_base_image_version_changes_with_the_package_list():
     assert base_image.content_version(packages=(*base_image.PACKAGES, "python3-scipy")) != v1
     # Order of the package list does not matter.
     assert base_image.content_version(packages=tuple(reversed(base_image.PACKAGES))) == v1
+
+
+def test_the_one_stack_env_loader_reads_what_devstack_writes_and_never_overrides(tmp_path, monkeypatch):
+    from devstack.util import export_stack_env, format_env_file, read_stack_env
+
+    path = tmp_path / "stack.env"
+    assert read_stack_env(path) == {}  # the stack was never brought up
+    path.write_text(format_env_file({"EDGE_A": "x y", "EDGE_B": "it's"}, header="# test"))
+    assert read_stack_env(path) == {"EDGE_A": "x y", "EDGE_B": "it's"}
+    monkeypatch.setenv("EDGE_A", "set by the caller")
+    monkeypatch.delenv("EDGE_B", raising=False)
+    export_stack_env(read_stack_env(path))
+    import os
+
+    assert os.environ["EDGE_A"] == "set by the caller" and os.environ["EDGE_B"] == "it's"
