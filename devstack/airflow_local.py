@@ -298,20 +298,30 @@ class LocalAirflow:
         self._token = (token, time.monotonic() + 300)
         return token
 
-    def api(self, method: str, path: str, body: dict | None = None, *, raw: bool = False):
+    def api(self, method: str, path: str, body: dict | None = None, *, raw: bool = False,
+            attempts: int = 3):
+        """One REST call. A 500 "Database error" is sent again (up to ``attempts`` times), as a person
+        would click again: Postgres aborts one side of a deadlock between the API server and the
+        scheduler (e.g. marking a run failed while the scheduler updates it), and the aborted
+        transaction changed nothing."""
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            f"{self.base_url}/api/v2{path}",
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self.token()}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                payload = resp.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:1000].decode("utf-8", errors="replace")
-            raise StackError(f"Airflow API {method} {path} -> {exc.code}: {detail}") from exc
+        for attempt in range(1, attempts + 1):
+            req = urllib.request.Request(
+                f"{self.base_url}/api/v2{path}",
+                data=data,
+                method=method,
+                headers={"Authorization": f"Bearer {self.token()}", "Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    payload = resp.read()
+                break
+            except urllib.error.HTTPError as exc:
+                detail = exc.read()[:1000].decode("utf-8", errors="replace")
+                if exc.code == 500 and "Database error" in detail and attempt < attempts:
+                    time.sleep(0.5 * attempt)
+                    continue
+                raise StackError(f"Airflow API {method} {path} -> {exc.code}: {detail}") from exc
         if raw:
             return payload.decode()
         return json.loads(payload) if payload else None
