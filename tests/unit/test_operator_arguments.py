@@ -71,3 +71,21 @@ def test_the_push_operator_refuses_a_build_result_rendered_as_json_text():
     op = ModelImagePushOperator(task_id="push_image", build_result='{"repository": "r"}')
     with pytest.raises(OperatorArgumentError, match="'push_image': argument 'build_result'"):
         op.execute({})
+
+
+@pytest.mark.parametrize("configured", [True, False])
+def test_deferrable_operators_take_airflows_default_deferrable_unless_told(monkeypatch, configured):
+    from edge_training.operators.azureml import AzureMLSubmitJobOperator
+    from edge_training.operators.stackhub_blob import StackHubPartitionOperator
+    from edge_training.sensors.azureml import AzureMLJobSensor
+
+    monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", str(configured))
+    made = [
+        AzureMLSubmitJobOperator(task_id="submit", command="true", environment="env:1", compute="vm"),
+        StackHubPartitionOperator(task_id="validate", prefix="p/{partition_date}/"),
+        AzureMLJobSensor(task_id="wait", job_name="j"),
+    ]
+    assert [op.deferrable for op in made] == [configured] * 3
+    told = AzureMLSubmitJobOperator(task_id="told", command="true", environment="env:1", compute="vm",
+                                    deferrable=not configured)
+    assert told.deferrable is (not configured)
