@@ -37,7 +37,7 @@ from azureml_support import write_job_code  # noqa: E402
 from devstack.aml.admin import AmlDoubleAdmin  # noqa: E402
 
 from edge_training.hooks import azureml_sdk_private  # noqa: E402
-from edge_training.hooks.azureml import AzureMLHook  # noqa: E402
+from edge_training.hooks.azureml import AzureMLHook, CommandJobSpec  # noqa: E402
 from edge_training.hooks.azureml_polling import PollPolicy  # noqa: E402
 from edge_training.triggers.azureml import TRANSIENT_ERRORS, AzureMLJobTrigger  # noqa: E402
 
@@ -126,11 +126,11 @@ async def main() -> int:
         for i, seconds in enumerate(lengths):
             pause = 5.0
             lines = max(1, int(seconds // pause))
-            job = hook.submit_command_job(
-                name=f"bench-poll-{run}-{i}", code=code, command=TICKER.format(lines=lines, pause=pause),
+            job = hook.submit_command_job(f"bench-poll-{run}-{i}", CommandJobSpec(
+                code=code, command=TICKER.format(lines=lines, pause=pause),
                 environment=os.environ["EDGE_AML_ENVIRONMENT"], compute=os.environ["EDGE_AML_COMPUTE"],
                 experiment_name="bench-aml-polling", outputs={},
-            )
+            ))
             names.append(job.name)
         print(f"submitted {names}; following with {policy}", flush=True)
         puller = asyncio.create_task(log.keep_pulling())
@@ -147,7 +147,7 @@ async def main() -> int:
             calls = log.for_job(name)
             status_pm = per_minute(calls["status"], created, ended)
             rows.append({
-                "name": name, "length_s": seconds, "status": event["status"], "run_s": ended - started,
+                "name": name, "length_s": seconds, "status": event["job_status"], "run_s": ended - started,
                 "notice_s": noticed_at - ended, "status_calls": len(calls["status"]),
                 "run_details": len(calls["run_details"]), "log_file": len(calls["log_file"]),
                 "status_per_minute": status_pm,

@@ -13,6 +13,7 @@ from devstack.aml.admin import AmlDoubleAdmin
 from edge_training.hooks.azureml import AzureMLHook
 from edge_training.hooks.azureml_polling import PollPolicy
 from edge_training.operators.azureml import AzureMLSubmitJobOperator
+from edge_training.triggers.events import EVENT_ERROR, EVENT_SUCCESS
 
 FAST = PollPolicy(initial_s=0.5, factor=1.5, max_s=2.0, jitter=0.2, error_initial_s=0.3, error_max_s=4.0)
 
@@ -47,7 +48,7 @@ def test_429_and_503_storms_are_ridden_out_honouring_retry_after(stack_env, admi
     admin.add_fault(route=path, kind="503", retry_after=0.5, count=4)
 
     event = run_trigger(deferred.value.trigger, timeout=240)
-    assert event["status"] == "Completed", event
+    assert (event["status"], event["job_status"]) == (EVENT_SUCCESS, "Completed"), event
     assert op.execute_complete(context, event)["status"] == "Completed"
 
     mine = [r for r in admin.requests()["recent"] if r["method"] == "GET" and r["path"].endswith(f"/jobs/{name}")]
@@ -66,7 +67,7 @@ def test_a_hard_error_is_not_retried(stack_env, admin):
 
     trigger = AzureMLJobTrigger(job_name=f"no-such-job-{unique_fingerprint()[:8]}", poll_policy=FAST.to_dict())
     event = run_trigger(trigger, timeout=60)
-    assert event["status"] == "TriggerError"
+    assert event["status"] == EVENT_ERROR
     assert "not found" in event["message"]
     with AzureMLHook() as hook:
         assert hook.find_job(trigger.job_name) is None

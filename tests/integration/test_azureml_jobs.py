@@ -41,6 +41,7 @@ from edge_training.links.azureml import AzureMLJobLink
 from edge_training.operators.azureml import AzureMLSubmitJobOperator
 from edge_training.sensors.azureml import AzureMLJobSensor
 from edge_training.triggers.azureml import AzureMLJobTrigger
+from edge_training.triggers.events import EVENT_FAILED, EVENT_SUCCESS, EVENT_TIMEOUT
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = PollPolicy(initial_s=0.5, factor=1.5, max_s=2.0, jitter=0.2, error_initial_s=0.5, error_max_s=4.0)
@@ -98,7 +99,7 @@ def test_job_runs_to_completed_and_its_log_reaches_the_task_log(code_dir, hook, 
     assert name in context["ti"].xcom[AzureMLJobLink.key]
 
     event = run_trigger(trigger)
-    assert event["status"] == "Completed"
+    assert (event["status"], event["job_status"]) == (EVENT_SUCCESS, "Completed")
     shown = capfd.readouterr().out
     for i in range(6):
         assert f"edge-test line {i} of 6" in shown
@@ -123,7 +124,7 @@ def test_failed_job_raises_its_own_error_and_the_next_try_is_a_new_attempt(code_
     op, dag = make_operator(code_dir, fingerprint, command=job_command(lines=2, pause=0.1, exit_code=3))
     context = make_context(dag, partition=PARTITION)
     event = run_trigger(defer(op, context))
-    assert event["status"] == "Failed"
+    assert (event["status"], event["job_status"]) == (EVENT_FAILED, "Failed")
     name = event["job_name"]
     error = hook.get_run_info(name).error
     assert error
@@ -244,7 +245,7 @@ def test_timeout_cancels_the_job_and_reports_it(code_dir, hook):
     op, dag = make_operator(code_dir, fingerprint, command=job_command(lines=120, pause=1.0), job_timeout=8)
     context = make_context(dag, partition=PARTITION)
     event = run_trigger(defer(op, context))
-    assert event["status"] == "Timeout" and event["canceled"] is True
+    assert event["status"] == EVENT_TIMEOUT and event["canceled"] is True
     with pytest.raises(AzureMLJobTimeoutError, match="passed its deadline and was canceled"):
         op.execute_complete(context, event)
     assert wait_for_status(hook, event["job_name"], {"Canceled"}, timeout=60).status == "Canceled"

@@ -22,9 +22,10 @@ from edge_training.exceptions import (
     SchemaDriftError,
     StackHubError,
 )
-from edge_training.hooks.stackhub_blob import StackHubBlobHook
+from edge_training.hooks.stackhub_blob import PartitionSpec, StackHubBlobHook
 from edge_training.hooks.stackhub_fingerprint import fingerprint_entries
 from edge_training.operators.stackhub_blob import StackHubPartitionOperator
+from edge_training.triggers.events import EVENT_ERROR, EVENT_SUCCESS, EVENT_TIMEOUT
 from edge_training.triggers.stackhub_blob import StackHubPartitionTrigger
 
 COLUMNS = ["device_id", "timestamp", "temperature_c", "vibration_mm_s", "pressure_kpa", "rpm", "runtime_hours", "failure"]
@@ -228,7 +229,7 @@ def test_deferrable_wait_for_late_partition(container):
     started = time.monotonic()
     event = asyncio.run(run_until_event())
     writer.join()
-    assert event.payload["status"] == "ready" and time.monotonic() - started >= 1.0
+    assert event.payload["status"] == EVENT_SUCCESS and time.monotonic() - started >= 1.0
     summary = op.execute_complete({}, event.payload)
     assert summary["file_count"] == 1 and summary["prefix"] == prefix
 
@@ -238,10 +239,7 @@ def test_deferred_wait_times_out(container):
     write_partition(container, prefix, {})
     trigger = StackHubPartitionTrigger(
         stackhub_conn_id="stackhub_blob",
-        container="training",
-        prefix=prefix,
-        success_marker="_SUCCESS",
-        data_pattern="part-*.csv",
+        partition=PartitionSpec(container="training", prefix=prefix),
         deadline=time.time() + 2,
         poll_interval=0.5,
     )
@@ -250,7 +248,7 @@ def test_deferred_wait_times_out(container):
         return await asyncio.wait_for(anext(trigger.run()), timeout=20)
 
     event = asyncio.run(first_event())
-    assert event.payload["status"] == "timeout"
+    assert event.payload["status"] == EVENT_TIMEOUT
     assert "expected the _SUCCESS marker" in event.payload["message"]
     op = operator("tests/stackhub/never/")
     with pytest.raises(PartitionIncompleteError, match="not ready by the deadline"):
@@ -265,15 +263,12 @@ def test_trigger_reports_auth_failure_without_polling(monkeypatch, stack_env):
     monkeypatch.setenv("AIRFLOW_CONN_BADKEY_BLOB", json.dumps({"conn_type": "wasb", "extra": {**extra, "connection_string": bad}}))
     trigger = StackHubPartitionTrigger(
         stackhub_conn_id="badkey_blob",
-        container="training",
-        prefix="tests/stackhub/never/date=2026-11-10/",
-        success_marker="_SUCCESS",
-        data_pattern="part-*.csv",
+        partition=PartitionSpec(container="training", prefix="tests/stackhub/never/date=2026-11-10/"),
         deadline=time.time() + 60,
         poll_interval=5,
     )
     event = asyncio.run(asyncio.wait_for(anext(trigger.run()), timeout=20))
-    assert event.payload["status"] == "error" and "HTTP 403" in event.payload["message"]
+    assert event.payload["status"] == EVENT_ERROR and "HTTP 403" in event.payload["message"]
     with pytest.raises(StackHubError, match="HTTP 403"):
         operator("tests/stackhub/never/").execute_complete({}, event.payload)
 

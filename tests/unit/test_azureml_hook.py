@@ -25,7 +25,7 @@ from edge_training.hooks.azureml_connection import (
     parse_connection,
 )
 from edge_training.hooks.azureml_naming import JOB_NAME_MAX, attempt_name, build_job_name
-from edge_training.hooks.azureml_polling import PollPolicy, parse_retry_after
+from edge_training.hooks.azureml_polling import PollPolicy
 
 METADATA = {k: "https://management.local.azurestack.external:47143/" for k in CUSTOM_CLOUD_KEYS}
 METADATA["storage_endpoint"] = "local.azurestack.external:47102"
@@ -199,18 +199,6 @@ def test_error_backoff_is_capped_and_honours_retry_after():
     assert policy.error_delay(1, 0.0, retry_after_s=30) == 30
     # A silly Retry-After is bounded.
     assert policy.error_delay(1, 0.0, retry_after_s=10_000) <= policy.error_max_s * 5
-
-
-@pytest.mark.parametrize(
-    ("header", "expected"),
-    [("3", 3.0), ("0.5", 0.5), (None, None), ("", None), ("soon", None), ("-4", 0.0)],
-)
-def test_parse_retry_after_seconds(header, expected):
-    assert parse_retry_after(header) == expected
-
-
-def test_parse_retry_after_http_date():
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == pytest.approx(10.0)
 
 
 # --- logs ----------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from edge_training.operators.azureml import (
 )
 from edge_training.operators.gate import gate_decision, model_metrics_from_tags
 from edge_training.triggers.azureml import AzureMLJobTrigger
+from edge_training.triggers.events import EVENT_TIMEOUT
 
 
 def test_trigger_serialisation_round_trip():
@@ -194,7 +195,7 @@ def test_a_timeout_event_names_the_limit_that_passed():
     from edge_training.exceptions import AzureMLJobTimeoutError
 
     op = _submit(execution_timeout=timedelta(minutes=2), job_timeout=3600)
-    event = {"status": "Timeout", "job_name": "j", "message": "AML job j passed its deadline",
+    event = {"status": EVENT_TIMEOUT, "job_name": "j", "message": "AML job j passed its deadline",
              "deadline_reason": "execution_timeout"}
     with pytest.raises(AzureMLJobTimeoutError, match=r"execution_timeout 0:02:00"):
         op._finish_event(event)

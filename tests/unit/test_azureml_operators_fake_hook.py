@@ -43,6 +43,7 @@ from edge_training.hooks.azureml import (
     DEFAULT_CONN_ID,
     TERMINAL_STATUSES,
     AzureMLHook,
+    CommandJobSpec,
     JobRunInfo,
     JobState,
     LogChunk,
@@ -60,7 +61,10 @@ from edge_training.operators.azureml import (
     model_asset,
 )
 from edge_training.operators.gate import EvaluateGateOperator
+from edge_training.sensors import azureml as azureml_sensors
+from edge_training.sensors.azureml import AzureMLJobSensor
 from edge_training.triggers.azureml import LOG_OFFSET_XCOM_KEY, AzureMLJobTrigger, first_event
+from edge_training.triggers.events import EVENT_ERROR, EVENT_FAILED, EVENT_SUCCESS, EVENT_TIMEOUT
 
 WORKSPACE = "edge-ws"
 RESOURCE_GROUP = "edge-rg"
@@ -281,48 +285,33 @@ class FakeAzureMLHook:
             raise self.workspace.not_found(name)
         return job
 
-    def submit_command_job(
-        self,
-        *,
-        name: str,
-        command: str,
-        environment: str,
-        compute: str,
-        code: str | None = None,
-        inputs: Mapping[str, Any] | None = None,
-        outputs: Mapping[str, Any] | None = None,
-        experiment_name: str | None = None,
-        display_name: str | None = None,
-        description: str | None = None,
-        tags: Mapping[str, Any] | None = None,
-        environment_variables: Mapping[str, Any] | None = None,
-        instance_type: str | None = None,
-    ) -> JobState:
+    def submit_command_job(self, name: str, spec: CommandJobSpec) -> JobState:
         ws = self.workspace
         ws.submit_calls.append(name)
-        if code is not None and not Path(code).is_dir():
-            raise AzureMLError(f"AML job {name!r}: code directory {code!r} does not exist or is not a directory")
-        spec = {
-            "command": command, "environment": environment, "compute": compute, "code": code,
-            "inputs": copy.deepcopy(dict(inputs or {})), "outputs": copy.deepcopy(dict(outputs or {})),
-            "environment_variables": {str(k): str(v) for k, v in (environment_variables or {}).items()},
-            "instance_type": instance_type, "experiment_name": experiment_name,
-            "display_name": display_name or name, "description": description,
+        if spec.code is not None and not Path(spec.code).is_dir():
+            raise AzureMLError(f"AML job {name!r}: code directory {spec.code!r} does not exist or is not a directory")
+        # What AML keeps of the job: plain strings, the display name defaulted to the job's name.
+        recorded = {
+            "command": spec.command, "environment": spec.environment, "compute": spec.compute, "code": spec.code,
+            "inputs": copy.deepcopy(dict(spec.inputs)), "outputs": copy.deepcopy(dict(spec.outputs)),
+            "environment_variables": {str(k): str(v) for k, v in spec.environment_variables.items()},
+            "instance_type": spec.instance_type, "experiment_name": spec.experiment_name,
+            "display_name": spec.display_name or name, "description": spec.description,
         }
-        str_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        str_tags = {str(k): str(v) for k, v in spec.tags.items()}
         existing = ws.jobs.get(name)
         if existing is not None:
             # AML's contract: the same spec under the same name answers with the existing job (display
             # fields may change); another spec is refused. A name never gives two jobs.
-            differs = [k for k in IMMUTABLE_JOB_FIELDS if existing.spec.get(k) != spec[k]]
+            differs = [k for k in IMMUTABLE_JOB_FIELDS if existing.spec.get(k) != recorded[k]]
             if differs:
                 raise ResourceExistsError(f"Job {name!r} already exists with a different spec (differs in: {differs})")
-            existing.spec.update(display_name=spec["display_name"], description=description)
+            existing.spec.update(display_name=recorded["display_name"], description=spec.description)
             existing.tags = str_tags or existing.tags
             return ws.state(existing)
-        declared = {k: v for k, v in (outputs or {}).items() if k != "default"}
+        declared = {k: v for k, v in spec.outputs.items() if k != "default"}
         job = FakeJob(
-            name=name, spec=spec, tags=str_tags,
+            name=name, spec=recorded, tags=str_tags,
             outputs={k: str((v or {}).get("path") or job_output_uri(name, k)) for k, v in declared.items()},
             script=ws.scripts.get(name, JobScript()), created_at=utcnow(),
         )
@@ -578,7 +567,7 @@ def test_a_new_partition_submits_one_job_defers_on_it_and_resumes_into_the_resul
     assert ctx["ti"].xcoms[LOG_OFFSET_XCOM_KEY] == {"job_name": name, "offset": 0}
 
     event = run_trigger(trigger)
-    assert (event["status"], event["job_name"]) == ("Completed", name)
+    assert (event["status"], event["job_status"], event["job_name"]) == (EVENT_SUCCESS, "Completed", name)
     assert event["log_offset"] == len(workspace.log_bytes(job))  # the whole log went to the task log
     result = resume(deferred, ctx, event, **limits)
     assert result == {
@@ -705,7 +694,7 @@ def test_a_trigger_error_fails_the_task_naming_the_job(workspace):
     deferred = expect_deferral(op, ctx)
     del workspace.jobs[name]  # deleted from the workspace while the task was deferred
     event = run_trigger(deferred.trigger)
-    assert event["status"] == "TriggerError"
+    assert event["status"] == EVENT_ERROR
     with pytest.raises(AzureMLError, match=rf"AML job {name}: AzureMLError: AML job '{name}' not found") as info:
         resume(deferred, ctx, event)
     assert type(info.value) is AzureMLError  # retryable, unlike a job that failed
@@ -740,7 +729,7 @@ def test_a_passed_deadline_cancels_the_job_and_fails_naming_the_job_and_the_limi
     assert deferred.timeout == timedelta(seconds=DEFERRAL_GRACE_S)  # the deadline has passed already
 
     event = run_trigger(trigger)
-    assert (event["status"], event["canceled"], event["final_status"]) == ("Timeout", True, "Canceled")
+    assert (event["status"], event["canceled"], event["job_status"]) == (EVENT_TIMEOUT, True, "Canceled")
     assert workspace.jobs[name].status == "Canceled" and workspace.cancel_requests == [name]
     with pytest.raises(AzureMLJobTimeoutError, match=rf"AML job {name} passed its deadline and was canceled.*{limit}"):
         resume(deferred, ctx, event, **overrides)
@@ -802,6 +791,53 @@ def test_killing_the_task_after_its_job_finished_cancels_nothing(workspace):
     op.execute(make_context(op))
     op.on_kill()
     assert workspace.cancel_requests == [] and workspace.jobs[name].status == "Completed"
+
+
+# --- AzureMLJobSensor: the same trigger events as the operator ----------------------------------------
+def sensor_on(workspace: FakeWorkspace, monkeypatch: pytest.MonkeyPatch, name: str, *, after: tuple[str, ...],
+              **kwargs: Any) -> tuple[AzureMLJobSensor, dict[str, Any], dict[str, Any]]:
+    """A sensor deferred on a job submitted elsewhere that then moves through ``after``; and its event."""
+    monkeypatch.setattr(azureml_sensors, "AzureMLHook", FakeAzureMLHook)
+    workspace.add_job(name, status="Queued", script=JobScript(plan=(), error=JOB_ERROR)).plan = list(after)
+    sensor = AzureMLJobSensor(task_id="wait", job_name=name, poll_policy=FAST_POLLS, deferrable=True, dag=new_dag(),
+                              **kwargs)
+    ctx = make_context(sensor)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(ctx)
+    return sensor, ctx, run_trigger(deferred.value.trigger)
+
+
+@pytest.mark.parametrize("end", ["Completed", "Failed", "Canceled"])
+def test_the_sensor_finishes_on_success_and_raises_the_jobs_own_error_on_failed(workspace, monkeypatch, end):
+    sensor, ctx, event = sensor_on(workspace, monkeypatch, "trained-elsewhere", after=("Running", end))
+
+    assert (event["status"], event["job_status"]) == (EVENT_SUCCESS if end == "Completed" else EVENT_FAILED, end)
+    if end == "Completed":
+        result = sensor.execute_complete(ctx, event)
+        assert (result["status"], result["outputs"]) == ("Completed", {"model": job_output_uri(event["job_name"],
+                                                                                                 "model")})
+    else:
+        with pytest.raises(AzureMLJobFailedError, match=f"AML job trained-elsewhere ended {end}"):
+            sensor.execute_complete(ctx, event)
+
+
+def test_the_sensor_raises_its_timeout_on_a_timeout_event_and_leaves_the_job_running(workspace, monkeypatch):
+    sensor, ctx, event = sensor_on(workspace, monkeypatch, "long-job", after=("Running",), timeout=0.05)
+
+    assert (event["status"], event["canceled"], event["job_status"]) == (EVENT_TIMEOUT, False, "Running")
+    with pytest.raises(AzureMLJobTimeoutError, match="AML job long-job passed its deadline"):
+        sensor.execute_complete(ctx, event)
+    assert workspace.jobs["long-job"].status == "Running" and workspace.cancel_requests == []
+
+
+def test_the_sensor_raises_a_retryable_error_on_an_error_event(workspace, monkeypatch):
+    workspace.on_read[("gone-job", 1)] = lambda: workspace.jobs.pop("gone-job")  # deleted after the first look
+    sensor, ctx, event = sensor_on(workspace, monkeypatch, "gone-job", after=())
+
+    assert event["status"] == EVENT_ERROR
+    with pytest.raises(AzureMLError, match="AML job 'gone-job' not found") as info:
+        sensor.execute_complete(ctx, event)
+    assert type(info.value) is AzureMLError  # retryable, unlike a job that failed
 
 
 # --- EvaluateGateOperator -------------------------------------------------------------------------

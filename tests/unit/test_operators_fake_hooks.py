@@ -56,6 +56,7 @@ from edge_training.exceptions import (
     StackHubAuthError,
     StackHubError,
 )
+from edge_training.triggers.events import EVENT_ERROR, EVENT_SUCCESS, EVENT_TIMEOUT
 
 
 # =================================================================================================
@@ -797,10 +798,17 @@ def test_late_partition_defers_with_the_trigger_then_validates_when_ready(storag
     path, kwargs = trigger.serialize()
     assert kwargs == {
         "stackhub_conn_id": "fake_stackhub",
-        "container": CONTAINER,
-        "prefix": PREFIX,
-        "success_marker": "_SUCCESS",
-        "data_pattern": "part-*.csv",
+        "partition": {
+            "container": CONTAINER,
+            "prefix": PREFIX,
+            "partition_key": "2026-11-10T02:00:00",
+            "data_pattern": "part-*.csv",
+            "success_marker": "_SUCCESS",
+            "expected_columns": None,
+            "header_sample_size": 20,
+            "manifest_name": "_manifest.json",
+            "datastore": "stackhub_data",
+        },
         "deadline": pytest.approx(before + 1800, abs=5),
         "poll_interval": 45.0,
         "max_poll_interval": 300.0,
@@ -814,7 +822,8 @@ def test_late_partition_defers_with_the_trigger_then_validates_when_ready(storag
     assert storage.manifest() is None
 
     storage.put(PREFIX + "_SUCCESS", b"")  # the writer finishes; the trigger fires
-    summary = op.execute_complete(ctx, {"status": "ready", "prefix": PREFIX})
+    summary = op.execute_complete(ctx, {"status": EVENT_SUCCESS, "message": "written", "container": CONTAINER,
+                                        "prefix": PREFIX})
     assert summary["file_count"] == 3 and summary["manifest"] == PREFIX + "_manifest.json"
     assert storage.manifest()["fingerprint"]["value"] == summary["fingerprint"]
 
@@ -824,10 +833,11 @@ def test_trigger_timeout_and_error_events_fail_the_task(storage):
     ctx = partition_context()
     op.render_template_fields(ctx)
     with pytest.raises(PartitionIncompleteError, match="was not ready after 3600s"):
-        op.execute_complete(ctx, {"status": "timeout",
+        op.execute_complete(ctx, {"status": EVENT_TIMEOUT, "container": CONTAINER, "prefix": PREFIX,
                                   "message": f"partition training/{PREFIX} was not ready after 3600s"})
     with pytest.raises(StackHubError, match=re.escape(f"waiting for partition training/{PREFIX} failed: forbidden")):
-        op.execute_complete(ctx, {"status": "error", "prefix": PREFIX, "message": "forbidden"})
+        op.execute_complete(ctx, {"status": EVENT_ERROR, "container": CONTAINER, "prefix": PREFIX,
+                                  "message": "forbidden"})
     assert storage.requests == []
 
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import random
+import json
 
 import pytest
 
 from edge_training.exceptions import LocalityPolicyError, SchemaDriftError, StackHubError
 from edge_training.hooks.azure_logging import HTTP_LOGGER
 from edge_training.hooks.stackhub_blob import (
+    PartitionSpec,
     Reservoir,
     StackHubSettings,
-    backoff_delay,
     check_container_name,
     compare_columns,
     data_uri,
@@ -159,13 +159,6 @@ def test_reservoir_is_bounded_and_deterministic():
     assert max(r1.items) > 5  # later items do get in
 
 
-def test_backoff_is_capped_with_jitter():
-    rng = random.Random(1)
-    delays = [backoff_delay(a, 2.0, 60.0, rng=rng) for a in range(12)]
-    assert 1.6 <= delays[0] <= 2.4
-    assert all(d <= 72.0 for d in delays) and max(delays) >= 48.0
-
-
 def test_container_name_and_data_uri():
     assert check_container_name("training") == "training"
     for bad in ("Training", "tr", "a--b", "../x"):
@@ -175,21 +168,39 @@ def test_container_name_and_data_uri():
 
 
 def test_trigger_serialises_to_plain_kwargs():
-    trigger = StackHubPartitionTrigger(
-        stackhub_conn_id="stackhub_blob",
-        container="training",
-        prefix="telemetry/date=2026-11-10/",
-        success_marker="_SUCCESS",
-        data_pattern="part-*.csv",
-        deadline=1.5e9,
-    )
+    spec = PartitionSpec(container="training", prefix="telemetry/date=2026-11-10/", expected_columns=("a", "b"))
+    trigger = StackHubPartitionTrigger(stackhub_conn_id="stackhub_blob", partition=spec, deadline=1.5e9)
     path, kwargs = trigger.serialize()
     assert path == "edge_training.triggers.stackhub_blob.StackHubPartitionTrigger"
-    again = StackHubPartitionTrigger(**kwargs)
-    assert again.serialize() == (path, kwargs)
-    import json
+    stored = json.loads(json.dumps(kwargs))  # what the triggerer keeps
+    again = StackHubPartitionTrigger(**stored)
+    assert again.serialize() == (path, stored)
+    assert again.partition == spec
 
-    json.dumps(kwargs)
+
+def test_partition_spec_says_what_written_means():
+    spec = PartitionSpec(container="training", prefix="telemetry/date=2026-11-10")
+    checked = spec.checked()
+    assert checked.prefix == "telemetry/date=2026-11-10/" and checked.container == "training"
+    assert checked.is_data_file("telemetry/date=2026-11-10/part-00000.csv")
+    assert not checked.is_data_file("telemetry/date=2026-11-10/part-00000.csv.tmp")
+    assert not checked.is_data_file("telemetry/date=2026-11-10/part-dir.csv/")  # a folder is not a file
+    assert not checked.is_data_file("telemetry/date=2026-11-10/_temporary/part-00000.csv")
+    assert checked.awaited() == "the _SUCCESS marker"
+    assert PartitionSpec("training", "p/", success_marker=None).awaited() == "a data file matching 'part-*.csv'"
+
+
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        (PartitionSpec("Training", "p/"), "container name"),
+        (PartitionSpec("training", "p/", manifest_name="sub/_manifest.json"), "plain file name"),
+        (PartitionSpec("training", "../p/"), "traversal"),
+    ],
+)
+def test_partition_spec_refuses_unsafe_names(spec, error):
+    with pytest.raises(StackHubError, match=error):
+        spec.checked()
 
 
 def test_operator_maps_the_run_key_and_refuses_a_missing_one():
@@ -199,12 +210,13 @@ def test_operator_maps_the_run_key_and_refuses_a_missing_one():
     def op(key):
         return StackHubPartitionOperator(task_id="v", prefix="telemetry/date={partition_date}/", partition_key=key)
 
-    assert op("2026-11-10T02:00:00")._prefix() == "telemetry/date=2026-11-10/"
+    spec = op("2026-11-10T02:00:00").partition_spec()
+    assert (spec.prefix, spec.partition_key) == ("telemetry/date=2026-11-10/", "2026-11-10T02:00:00")
     for missing in (None, ""):
         with pytest.raises(InvalidPartitionKeyError, match="no partition key was given"):
-            op(missing)._prefix()
+            op(missing).partition_spec()
     # Text "None" (a template rendered as text over an absent key) is a bad key, not a missing one.
     with pytest.raises(InvalidPartitionKeyError, match="partition key 'None' is not a date"):
-        op("None")._prefix()
+        op("None").partition_spec()
     with pytest.raises(StackHubError, match="disagree"):
         StackHubPartitionOperator(task_id="v", prefix="p/", stackhub_conn_id="a", wasb_conn_id="b")

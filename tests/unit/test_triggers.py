@@ -6,9 +6,11 @@ Retry-After parsing, log offsets and cancel logic all run) with a scripted AML w
 instead of azure-ai-ml: jobs move through their statuses as time passes, their log grows, the service
 can be down, throttle or refuse, and a cancel really stops the job.
 
-``StackHubPartitionTrigger`` keeps its real settings and locality policy; only the async
-``BlobServiceClient`` class it builds is replaced, by a fake storage account whose blobs appear at
-given times.
+``StackHubPartitionTrigger`` keeps its real hook, settings and locality policy; only the async
+``BlobServiceClient`` class the hook builds is replaced, by a fake storage account whose blobs appear
+at given times.
+
+Every event either trigger sends is checked against the one event vocabulary (``triggers.events``).
 
 Time is a fake clock: both trigger modules see it as ``time`` and as ``asyncio.sleep``, so a test
 asserts the delays the triggers asked for (Retry-After, backoff, deadlines) without waiting.
@@ -44,13 +46,15 @@ import edge_training.triggers.stackhub_blob as blob_trigger
 from edge_training.exceptions import AzureMLJobFailedError, AzureMLJobTimeoutError
 from edge_training.hooks.azureml import LOGGING_STATUSES, TERMINAL_STATUSES, AzureMLHook
 from edge_training.hooks.azureml_polling import PollPolicy
+from edge_training.hooks.stackhub_blob import PartitionSpec, StackHubBlobHook
 from edge_training.operators.azureml import AzureMLSubmitJobOperator
-from edge_training.triggers.azureml import (
+from edge_training.triggers.azureml import LOG_OFFSET_XCOM_KEY, AzureMLJobTrigger, first_event
+from edge_training.triggers.events import (
     EVENT_ERROR,
+    EVENT_FAILED,
+    EVENT_STATUSES,
+    EVENT_SUCCESS,
     EVENT_TIMEOUT,
-    LOG_OFFSET_XCOM_KEY,
-    AzureMLJobTrigger,
-    first_event,
 )
 from edge_training.triggers.stackhub_blob import StackHubPartitionTrigger
 
@@ -412,8 +416,19 @@ def running_job(**kwargs: Any) -> FakeJob:
     return FakeJob(JOB, [(0, "Running")], **kwargs)
 
 
+def in_vocabulary(payload: dict[str, Any]) -> dict[str, Any]:
+    """Every event of either trigger: a status of the shared vocabulary, a message, JSON-safe."""
+    assert payload["status"] in EVENT_STATUSES, payload
+    assert isinstance(payload["message"], str) and payload["message"], payload
+    assert json.loads(json.dumps(payload)) == payload  # events are stored as JSON
+    return payload
+
+
 async def all_events(trigger) -> list[Any]:
-    return [event async for event in trigger.run()]
+    events = [event async for event in trigger.run()]
+    for event in events:
+        in_vocabulary(event.payload)
+    return events
 
 
 async def parked(clock: FakeClock, trigger) -> asyncio.Task:
@@ -453,10 +468,10 @@ async def test_a_completed_job_gives_one_event_that_the_operator_turns_into_its_
 
     assert len(events) == 1
     payload = events[0].payload
-    assert payload["status"] == "Completed" and payload["job_name"] == JOB
+    assert (payload["status"], payload["job_status"], payload["job_name"]) == (EVENT_SUCCESS, "Completed", JOB)
     assert payload["studio_url"] == f"https://ml.azure.com/runs/{JOB}"
-    assert {"status", "job_name", "studio_url", "message", "deadline_reason", "log_offset"} <= set(payload)
-    assert json.loads(json.dumps(payload)) == payload  # events are stored as JSON
+    assert {"status", "job_name", "job_status", "studio_url", "message", "deadline_reason", "log_offset"} <= set(
+        payload)
     assert 95 <= clock.elapsed <= 95 + PollPolicy().max_s  # the end is noticed within one capped interval
     assert aml.open_sessions == 0
     # The payload is what the operator's execute_complete reads.
@@ -489,7 +504,7 @@ async def test_a_transient_outage_is_waited_out_with_growing_backoff(aml, clock,
 
     events = await all_events(job_trigger(stream_logs=False))
 
-    assert [e.payload["status"] for e in events] == ["Completed"]
+    assert [e.payload["status"] for e in events] == [EVENT_SUCCESS]
     failures = aml.failed_requests
     assert failures >= 4  # 1 + 2 + 4 + 8 < 30: at least four tries fell inside the outage
     error_delays = clock.delays[:failures]
@@ -541,7 +556,7 @@ async def test_a_429_retry_after_is_honoured(aml, clock, retry_after):
 
     events = await all_events(job_trigger(stream_logs=False))
 
-    assert [e.payload["status"] for e in events] == ["Completed"]
+    assert [e.payload["status"] for e in events] == [EVENT_SUCCESS]
     assert clock.delays[0] >= retry_after  # far above the 1-2 s a first error would wait
     assert aml.requests_inside_retry_after == []
 
@@ -574,7 +589,7 @@ async def test_the_deadline_cancels_the_job_and_the_event_names_the_limit(aml, c
     assert len(events) == 1
     payload = events[0].payload
     assert payload["status"] == EVENT_TIMEOUT and payload["deadline_reason"] == reason
-    assert payload["canceled"] is True and payload["final_status"] == "Canceled"
+    assert payload["canceled"] is True and payload["job_status"] == "Canceled"
     assert "passed its deadline and was canceled" in payload["message"]
     assert job.status(clock.elapsed) == "Canceled"
     assert clock.elapsed == pytest.approx(300)  # the last wait is cut at the deadline, not overshot
@@ -590,7 +605,7 @@ async def test_the_deadline_only_reports_when_told_not_to_cancel(aml, clock):
 
     payload = events[0].payload
     assert payload["status"] == EVENT_TIMEOUT and payload["canceled"] is False
-    assert payload["final_status"] == "Running"
+    assert payload["job_status"] == "Running"
     assert job.status(clock.elapsed) == "Running"
 
 
@@ -605,7 +620,7 @@ async def test_a_deadline_inside_an_outage_fires_on_time(aml, clock):
     assert clock.elapsed == pytest.approx(100)  # backoff is cut at the deadline
     # AML is still down, so the cancel fails; the event says so instead of claiming a cancel.
     assert payload["canceled"] is False and "cancel failed" in payload["message"]
-    assert payload["final_status"] == "Running"  # the last status seen
+    assert payload["job_status"] == "Running"  # the last status seen
     assert job.status(clock.elapsed) == "Running"
 
 
@@ -617,7 +632,7 @@ async def test_a_failed_job_ends_the_wait_and_the_operator_raises_the_jobs_own_e
     events = await all_events(job_trigger())
 
     assert len(events) == 1
-    assert events[0].payload["status"] == "Failed"
+    assert (events[0].payload["status"], events[0].payload["job_status"]) == (EVENT_FAILED, "Failed")
     assert "ended Failed" in events[0].payload["message"]
     with pytest.raises(AzureMLJobFailedError, match=error) as raised:
         operator(aml).execute_complete(context={}, event=events[0].payload)
@@ -663,7 +678,7 @@ async def test_a_log_that_cannot_be_read_does_not_end_the_wait(aml, clock, outag
     with structlog.testing.capture_logs() as logs:
         events = await all_events(job_trigger())
 
-    assert [e.payload["status"] for e in events] == ["Completed"]
+    assert [e.payload["status"] for e in events] == [EVENT_SUCCESS]
     assert job_log_lines(logs) == expected_lines
     assert job.status(clock.elapsed) == "Completed"
 
@@ -692,7 +707,7 @@ async def test_the_log_offset_survives_a_triggerer_crash(aml, clock, airflow_api
 
     assert 3 <= len(shown_before_crash) < len(lines)
     assert job_log_lines(logs) == lines  # every line once, in order, across both triggerers
-    assert events[0].payload["status"] == "Completed"
+    assert events[0].payload["status"] == EVENT_SUCCESS
     assert airflow_api.stored_offset(TI) == {"job_name": JOB, "offset": events[0].payload["log_offset"]}
 
 
@@ -813,7 +828,7 @@ async def test_first_event_stops_the_trigger_and_closes_its_hook(aml, clock):
 
     event = await first_event(job_trigger())
 
-    assert event.payload["status"] == "Completed"
+    assert in_vocabulary(event.payload)["status"] == EVENT_SUCCESS
     assert aml.open_sessions == 0
 
 
@@ -825,6 +840,8 @@ class FakeStorageAccount:
         self.clock = clock
         self.blobs: dict[tuple[str, str], float] = {}
         self.outage: tuple[float, float, Any] | None = None
+        #: The Retry-After (seconds) the outage's HTTP errors carry, as a throttling account sends.
+        self.retry_after: int | None = None
         self.refusal: int | None = None
         self.requests_served = 0
         self.failed_requests = 0
@@ -839,7 +856,11 @@ class FakeStorageAccount:
         if self.outage is not None and self.outage[0] <= t < self.outage[1]:
             self.failed_requests += 1
             kind = self.outage[2]
-            raise TimeoutError() if kind == "timeout" else outage_error(kind)
+            if kind == "timeout":
+                raise TimeoutError()
+            if self.retry_after is not None:
+                raise http_error(int(kind), headers={"Retry-After": str(self.retry_after)})
+            raise outage_error(kind)
         if self.refusal is not None:
             self.failed_requests += 1
             raise http_error(self.refusal, code="AuthenticationFailed")
@@ -917,17 +938,23 @@ def storage(monkeypatch, clock) -> FakeStorageAccount:
     account = FakeStorageAccount(clock)
     bound = type("BoundFakeBlobServiceClient", (FakeBlobServiceClient,), {"account": account})
     monkeypatch.setattr(azure.storage.blob.aio, "BlobServiceClient", bound)
-    monkeypatch.setattr(blob_trigger, "BaseHook", FakeConnections(BLOB_CONN, PUBLIC_BLOB_CONN))
+    connections = FakeConnections(BLOB_CONN, PUBLIC_BLOB_CONN)
+    monkeypatch.setattr(StackHubBlobHook, "aget_connection", connections.aget_connection)
     return account
 
 
 PREFIX = "telemetry/date=2026-11-10/"
 
 
+SPEC_FIELDS = {"container", "prefix", "success_marker", "data_pattern"}
+
+
 def partition_trigger(**kwargs: Any) -> StackHubPartitionTrigger:
+    """The trigger as the operator defers to it; ``kwargs`` may name PartitionSpec fields too."""
+    spec = {"container": "training", "prefix": PREFIX, "success_marker": "_SUCCESS", "data_pattern": "part-*.csv"}
+    spec.update({k: kwargs.pop(k) for k in SPEC_FIELDS & set(kwargs)})
     args: dict[str, Any] = {
-        "stackhub_conn_id": "stackhub_blob", "container": "training", "prefix": PREFIX,
-        "success_marker": "_SUCCESS", "data_pattern": "part-*.csv", "deadline": T0 + 3600,
+        "stackhub_conn_id": "stackhub_blob", "partition": PartitionSpec(**spec), "deadline": T0 + 3600,
         "poll_interval": 30.0, "max_poll_interval": 300.0,
     }
     args.update(kwargs)
@@ -941,7 +968,7 @@ class ClientState:
         self.account = account
 
     async def events(self, trigger) -> list[tuple[dict, int]]:
-        return [(event.payload, self.account.open_clients) async for event in trigger.run()]
+        return [(in_vocabulary(event.payload), self.account.open_clients) async for event in trigger.run()]
 
 
 async def test_a_late_marker_is_seen_and_the_client_is_closed_before_the_event(storage, clock):
@@ -950,10 +977,11 @@ async def test_a_late_marker_is_seen_and_the_client_is_closed_before_the_event(s
 
     delivered = await ClientState(storage).events(partition_trigger())
 
-    assert delivered == [({"status": "ready", "prefix": PREFIX, "container": "training"}, 0)]
-    assert 200 <= clock.elapsed < 200 + 1.2 * 300
-    for attempt, delay in enumerate(clock.delays):  # 30 s doubling, capped at 300 s, +-20 % jitter
-        assert 0.8 * min(300, 30 * 2**attempt) <= delay <= 1.2 * min(300, 30 * 2**attempt)
+    assert delivered == [({"status": EVENT_SUCCESS, "message": f"partition training/{PREFIX} is written",
+                           "prefix": PREFIX, "container": "training"}, 0)]
+    assert 200 <= clock.elapsed < 200 + 300
+    for attempt, delay in enumerate(clock.delays):  # 30 s doubling, capped at 300 s, up to 20 % taken off
+        assert 0.8 * min(300, 30 * 2**attempt) <= delay <= min(300, 30 * 2**attempt)
 
 
 async def test_without_a_marker_only_a_matching_data_file_counts(storage, clock):
@@ -964,7 +992,7 @@ async def test_without_a_marker_only_a_matching_data_file_counts(storage, clock)
 
     events = await ClientState(storage).events(partition_trigger(success_marker=None))
 
-    assert [p["status"] for p, _ in events] == ["ready"]
+    assert [p["status"] for p, _ in events] == [EVENT_SUCCESS]
     assert clock.elapsed >= 100
 
 
@@ -974,7 +1002,7 @@ async def test_a_partition_that_never_comes_times_out_at_the_deadline(storage, c
     events = await ClientState(storage).events(partition_trigger(deadline=T0 + 1000))
 
     (payload, open_clients), = events
-    assert payload["status"] == "timeout" and open_clients == 0
+    assert payload["status"] == EVENT_TIMEOUT and open_clients == 0
     assert f"training/{PREFIX} was not ready by the deadline" in payload["message"]
     assert "_SUCCESS marker" in payload["message"] and "last error" not in payload["message"]
     assert clock.elapsed == pytest.approx(1000)  # the last wait is cut at the deadline
@@ -987,8 +1015,21 @@ async def test_transient_storage_errors_are_retried(storage, clock, kind):
 
     events = await ClientState(storage).events(partition_trigger())
 
-    assert [p["status"] for p, _ in events] == ["ready"]
+    assert [p["status"] for p, _ in events] == [EVENT_SUCCESS]
     assert storage.failed_requests >= 2 and clock.elapsed >= 100
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_throttling_account_is_left_alone_for_its_retry_after(storage, clock, status):
+    storage.write("training", PREFIX + "_SUCCESS", at=0)
+    storage.outage = (0, 1, status)
+    storage.retry_after = 200
+
+    events = await ClientState(storage).events(partition_trigger())
+
+    assert [p["status"] for p, _ in events] == [EVENT_SUCCESS]
+    assert clock.delays == [200]  # not the 24-30 s a first pause would be
+    assert storage.failed_requests == 1
 
 
 async def test_a_timeout_during_an_outage_names_the_last_error(storage, clock):
@@ -998,7 +1039,7 @@ async def test_a_timeout_during_an_outage_names_the_last_error(storage, clock):
     events = await ClientState(storage).events(partition_trigger(deadline=T0 + 600))
 
     payload = events[0][0]
-    assert payload["status"] == "timeout" and "last error: HTTP 503" in payload["message"]
+    assert payload["status"] == EVENT_TIMEOUT and "last error: HTTP 503" in payload["message"]
     assert clock.elapsed == pytest.approx(600)
 
 
@@ -1009,7 +1050,7 @@ async def test_a_non_transient_storage_error_ends_the_wait_at_once(storage, cloc
     events = await ClientState(storage).events(partition_trigger())
 
     (payload, open_clients), = events
-    assert payload["status"] == "error" and payload["message"].startswith(f"HTTP {status} polling training/")
+    assert payload["status"] == EVENT_ERROR and payload["message"].startswith(f"HTTP {status} polling training/")
     assert clock.delays == [] and open_clients == 0
 
 
@@ -1026,7 +1067,7 @@ async def test_configuration_errors_are_reported_without_a_request(storage, cloc
     events = await ClientState(storage).events(partition_trigger(**kwargs))
 
     assert len(events) == 1
-    assert events[0][0]["status"] == "error" and message in events[0][0]["message"]
+    assert events[0][0]["status"] == EVENT_ERROR and message in events[0][0]["message"]
     assert storage.requests_served == 0 and clock.delays == []
 
 
@@ -1054,6 +1095,6 @@ async def test_partition_trigger_round_trip_keeps_its_absolute_deadline(storage,
     # A triggerer that picks the trigger up 800 s later has only the remaining 100 s to wait.
     clock.now = T0 + 800
     events = await ClientState(storage).events(rebuilt)
-    assert events[0][0]["status"] == "timeout"
+    assert events[0][0]["status"] == EVENT_TIMEOUT
     assert clock.elapsed == pytest.approx(900)
     assert "matching '*.parquet'" in events[0][0]["message"]

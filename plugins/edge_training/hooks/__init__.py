@@ -1,10 +1,12 @@
 """Hooks: one module per service, holding its SDK calls, plus the pure modules each leans on.
 
 - Azure ML: azureml (the hook, status vocabulary, job logs) with azureml_connection (the connection
-  form and parsing), azureml_naming (job names), azureml_polling (the wait's backoff policy) and
+  form and parsing), azureml_naming (job names), azureml_polling (how fast the wait polls) and
   azureml_sdk_private (every use of the SDK's private APIs, so an SDK upgrade touches one file).
-- Stack Hub blob: stackhub_blob (the hook, partition scan, manifest) with stackhub_locality (which
-  endpoints count as on premises) and stackhub_fingerprint (the data fingerprint).
+- Stack Hub blob: stackhub_blob (the hook, the partition spec, scan, manifest) with stackhub_locality
+  (which endpoints count as on premises) and stackhub_fingerprint (the data fingerprint).
+
+Every wait between tries, in any of them, takes its delay from edge_training.retry (the one backoff).
 - Edge VM: edge_vm (the SSH hook) with edge_vm_checks (the probe's output turned into checks); the
   probe itself is edge_training/probes/edge_vm_readiness.sh.
 - The model image: container_image (the hook: build context, build, smoke test, push) with

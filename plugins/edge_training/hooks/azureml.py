@@ -32,7 +32,7 @@ from edge_training.exceptions import (
 from edge_training.hooks import azureml_sdk_private as sdk_private
 from edge_training.hooks.azure_logging import client_logging_kwargs, quiet_experimental_notices
 from edge_training.hooks.azureml_connection import CONN_TYPE, AzureMLConnectionConfig, parse_connection
-from edge_training.hooks.azureml_polling import TRANSIENT_HTTP_STATUSES, parse_retry_after
+from edge_training.retry import TRANSIENT_HTTP_STATUSES, parse_retry_after
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -136,6 +136,29 @@ class JobRunInfo:
         return round(
             (datetime.fromisoformat(self.ended_at) - datetime.fromisoformat(self.started_at)).total_seconds(), 3
         )
+
+
+@dataclass(frozen=True)
+class CommandJobSpec:
+    """What a command job runs, where and on which data: the operator's arguments as one value for the hook.
+
+    ``inputs`` values are URIs (a folder) or dicts of ``azure.ai.ml.Input`` arguments; ``outputs``
+    values are None (a uri_folder the service places) or ``Output`` argument dicts. ``code`` is a
+    local folder the SDK uploads as the job's snapshot. ``display_name`` None: the job's name.
+    """
+
+    command: str
+    environment: str
+    compute: str
+    code: str | None = None
+    instance_type: str | None = None
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    experiment_name: str | None = None
+    display_name: str | None = None
+    description: str | None = None
+    tags: Mapping[str, Any] = field(default_factory=dict)
+    environment_variables: Mapping[str, Any] = field(default_factory=dict)
 
 
 def job_output_uri(job_name: str, output_name: str) -> str:
@@ -413,58 +436,34 @@ class AzureMLHook(BaseHook):
             )
         return job
 
-    def submit_command_job(
-        self,
-        *,
-        name: str,
-        command: str,
-        environment: str,
-        compute: str,
-        code: str | None = None,
-        inputs: Mapping[str, Any] | None = None,
-        outputs: Mapping[str, Any] | None = None,
-        experiment_name: str | None = None,
-        display_name: str | None = None,
-        description: str | None = None,
-        tags: Mapping[str, Any] | None = None,
-        environment_variables: Mapping[str, Any] | None = None,
-        instance_type: str | None = None,
-    ) -> JobState:
-        """Create a command job named ``name``; the SDK uploads ``code`` as a snapshot first.
-
-        ``inputs`` values are URIs (a folder) or dicts of ``azure.ai.ml.Input`` arguments;
-        ``outputs`` values are None (a uri_folder the service places) or ``Output`` argument dicts.
-        """
+    def submit_command_job(self, name: str, spec: CommandJobSpec) -> JobState:
+        """Create a command job named ``name`` from ``spec``; the SDK uploads ``spec.code`` as a snapshot first."""
         from azure.ai.ml import Input, Output
         from azure.ai.ml import command as command_job
 
         quiet_experimental_notices()  # the SDK job object is built before the client may be
-        if code is not None and not Path(code).is_dir():
-            raise AzureMLError(f"AML job {name!r}: code directory {code!r} does not exist or is not a directory")
+        if spec.code is not None and not Path(spec.code).is_dir():
+            raise AzureMLError(f"AML job {name!r}: code directory {spec.code!r} does not exist or is not a directory")
         job_inputs = {
             k: Input(**v) if isinstance(v, Mapping) else Input(type="uri_folder", path=str(v))
-            for k, v in (inputs or {}).items()
+            for k, v in spec.inputs.items()
         }
-        job_outputs = {
-            k: Output(**{"type": "uri_folder", **(dict(v) if v else {})}) for k, v in (outputs or {}).items()
-        }
-        kwargs: dict[str, Any] = {}
-        if instance_type:
-            kwargs["instance_type"] = instance_type
+        job_outputs = {k: Output(**{"type": "uri_folder", **(dict(v) if v else {})}) for k, v in spec.outputs.items()}
+        optional: dict[str, Any] = {"instance_type": spec.instance_type} if spec.instance_type else {}
         job = command_job(
             name=name,
-            code=code,
-            command=command,
-            environment=environment,
-            compute=compute,
+            code=spec.code,
+            command=spec.command,
+            environment=spec.environment,
+            compute=spec.compute,
             inputs=job_inputs,
             outputs=job_outputs,
-            experiment_name=experiment_name,
-            display_name=display_name or name,
-            description=description,
-            tags={str(k): str(v) for k, v in (tags or {}).items()},
-            environment_variables={str(k): str(v) for k, v in (environment_variables or {}).items()},
-            **kwargs,
+            experiment_name=spec.experiment_name,
+            display_name=spec.display_name or name,
+            description=spec.description,
+            tags={str(k): str(v) for k, v in spec.tags.items()},
+            environment_variables={str(k): str(v) for k, v in spec.environment_variables.items()},
+            **optional,
         )
         with self._translated(f"Submitting AML job {name!r}"), self._storage_trust():
             created = self.client.jobs.create_or_update(job)

@@ -10,6 +10,9 @@ Partitions can hold tens of thousands of blobs. :meth:`StackHubBlobHook.validate
 one pass over the listing (already sorted by name), hashing each entry as it goes (the
 fingerprint is :mod:`.stackhub_fingerprint`) and spooling the manifest's file list to a
 temporary file, so memory stays flat whatever the blob count.
+
+Which partition, and what makes it written and well-formed, is one :class:`PartitionSpec`: the operator
+builds it, the hook's wait and validation and the trigger read it.
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import IO, Any
 from urllib.parse import urlsplit
 
@@ -45,6 +48,7 @@ from edge_training.hooks.stackhub_fingerprint import FINGERPRINT_VERSION, Finger
 from edge_training.hooks.stackhub_locality import check_locality
 from edge_training.partitions import date_in_prefix, validate_prefix
 from edge_training.partitions import partition_date as _partition_date
+from edge_training.retry import backoff_delay
 
 DEFAULT_API_VERSION = "2019-07-07"
 DEFAULT_DATASTORE = "stackhub_data"
@@ -202,9 +206,61 @@ def check_container_name(container: str) -> str:
     return container
 
 
+def _is_data_file(rel: str, data_pattern: str) -> bool:
+    """The one rule for a data file, by its name relative to the partition folder (not a folder itself)."""
+    return bool(rel) and not rel.endswith("/") and fnmatch.fnmatchcase(rel, data_pattern)
+
+
 def data_uri(prefix: str, datastore: str = DEFAULT_DATASTORE) -> str:
     """The ``azureml://`` URI a training job uses to read the partition through the AML datastore."""
     return f"azureml://datastores/{datastore}/paths/{validate_prefix(prefix)}"
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """One partition and what makes it written, complete and well-formed.
+
+    The operator builds it once from its rendered arguments; the hook's wait, readiness check and
+    validation and the trigger all read it, so what "written" means is said in one place. JSON-safe
+    through :meth:`to_dict`, so a trigger can carry it.
+    """
+
+    container: str
+    prefix: str
+    partition_key: str | None = None
+    data_pattern: str = DEFAULT_DATA_PATTERN
+    success_marker: str | None = DEFAULT_MARKER
+    expected_columns: tuple[str, ...] | None = None
+    header_sample_size: int = 20
+    manifest_name: str | None = DEFAULT_MANIFEST_NAME
+    datastore: str = DEFAULT_DATASTORE
+
+    def checked(self) -> PartitionSpec:
+        """The same spec with its prefix normalised; raises on an unsafe prefix or a bad container or manifest name."""
+        check_container_name(self.container)
+        if self.manifest_name is not None and ("/" in self.manifest_name or not self.manifest_name):
+            raise StackHubError(f"manifest name {self.manifest_name!r} must be a plain file name")
+        return replace(self, prefix=validate_prefix(self.prefix))
+
+    def is_data_file(self, blob_name: str) -> bool:
+        """Whether a blob under the prefix is one of the partition's data files."""
+        return _is_data_file(blob_name[len(self.prefix) :], self.data_pattern)
+
+    def awaited(self) -> str:
+        """What a wait looks for, for messages: the marker, else a matching data file."""
+        if self.success_marker:
+            return f"the {self.success_marker} marker"
+        return f"a data file matching {self.data_pattern!r}"
+
+    def to_dict(self) -> dict[str, Any]:
+        found = asdict(self)
+        found["expected_columns"] = list(self.expected_columns) if self.expected_columns is not None else None
+        return found
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> PartitionSpec:
+        columns = values.get("expected_columns")
+        return cls(**{**values, "expected_columns": tuple(columns) if columns is not None else None})
 
 
 @dataclass
@@ -279,8 +335,8 @@ class StackHubBlobHook(BaseHook):
     ) -> None:
         super().__init__()
         self.stackhub_conn_id = stackhub_conn_id
-        self._stack_hub_domain = stack_hub_domain
-        self._allow_public = allow_public_endpoint
+        self.stack_hub_domain = stack_hub_domain
+        self.allow_public_endpoint = allow_public_endpoint
         self.results_per_page = results_per_page
         self._settings: StackHubSettings | None = None
         self._client = None
@@ -289,14 +345,26 @@ class StackHubBlobHook(BaseHook):
     @property
     def settings(self) -> StackHubSettings:
         if self._settings is None:
-            conn = self.get_connection(self.stackhub_conn_id)
-            self._settings = StackHubSettings.from_extra(
-                self.stackhub_conn_id,
-                conn.extra_dejson,
-                stack_hub_domain=self._stack_hub_domain,
-                allow_public_endpoint=self._allow_public,
-            )
+            self._settings = self._settings_of(self.get_connection(self.stackhub_conn_id))
         return self._settings
+
+    def _settings_of(self, conn: Any) -> StackHubSettings:
+        return StackHubSettings.from_extra(
+            self.stackhub_conn_id,
+            conn.extra_dejson,
+            stack_hub_domain=self.stack_hub_domain,
+            allow_public_endpoint=self.allow_public_endpoint,
+        )
+
+    async def async_service_client(self):
+        """An async BlobServiceClient for a trigger, which owns (and closes) it.
+
+        The connection is read without blocking the event loop; the locality policy runs before the
+        client is handed out, as for :meth:`get_conn`.
+        """
+        if self._settings is None:
+            self._settings = self._settings_of(await self.aget_connection(self.stackhub_conn_id))
+        return self._settings.async_service_client()
 
     def get_conn(self):
         """The BlobServiceClient; the locality policy runs before it is handed out."""
@@ -314,51 +382,57 @@ class StackHubBlobHook(BaseHook):
 
     # -- partition readiness (for waiting) ----------------------------------------------------
     @_naming_refused_credentials
-    def partition_ready(
-        self, *, container: str, prefix: str, success_marker: str | None, data_pattern: str
-    ) -> bool:
+    def partition_ready(self, spec: PartitionSpec) -> bool:
         """True when the partition looks written: its marker exists, or (no marker) a data file does."""
         from azure.core.exceptions import ResourceNotFoundError
 
-        prefix = validate_prefix(prefix)
-        cc = self.container_client(container)
-        if success_marker:
+        spec = spec.checked()
+        cc = self.container_client(spec.container)
+        if spec.success_marker:
             try:
-                cc.get_blob_client(prefix + success_marker).get_blob_properties()
+                cc.get_blob_client(spec.prefix + spec.success_marker).get_blob_properties()
                 return True
             except ResourceNotFoundError:
                 return False
-        for blob in cc.list_blobs(name_starts_with=prefix, results_per_page=self.results_per_page):
-            if fnmatch.fnmatchcase(blob.name[len(prefix) :], data_pattern):
+        blobs = cc.list_blobs(name_starts_with=spec.prefix, results_per_page=self.results_per_page)
+        return any(spec.is_data_file(blob.name) for blob in blobs)
+
+    async def apartition_ready(self, client: Any, spec: PartitionSpec) -> bool:
+        """:meth:`partition_ready` through an async BlobServiceClient (from :meth:`async_service_client`)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        cc = client.get_container_client(spec.container)
+        if spec.success_marker:
+            try:
+                await cc.get_blob_client(spec.prefix + spec.success_marker).get_blob_properties()
+                return True
+            except ResourceNotFoundError:
+                return False
+        async for blob in cc.list_blobs(name_starts_with=spec.prefix, results_per_page=self.results_per_page):
+            if spec.is_data_file(blob.name):
                 return True
         return False
 
     @_naming_refused_credentials
     def wait_for_partition(
-        self,
-        *,
-        container: str,
-        prefix: str,
-        success_marker: str | None,
-        data_pattern: str,
-        timeout: float,
-        poll_interval: float = 30.0,
-        max_poll_interval: float = 300.0,
+        self, spec: PartitionSpec, *, timeout: float, poll_interval: float, max_poll_interval: float
     ) -> None:
-        """Block until :meth:`partition_ready` or raise PartitionIncompleteError after ``timeout``."""
+        """Block until :meth:`partition_ready` or raise PartitionIncompleteError after ``timeout``.
+
+        Looks are ``poll_interval`` apart at first, doubling up to ``max_poll_interval``
+        (:func:`partition_poll_delay`), as the trigger's are.
+        """
+        spec = spec.checked()
         deadline = time.monotonic() + timeout
         attempt = 0
-        while not self.partition_ready(
-            container=container, prefix=prefix, success_marker=success_marker, data_pattern=data_pattern
-        ):
+        while not self.partition_ready(spec):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                wanted = f"the {success_marker} marker" if success_marker else f"a data file matching {data_pattern}"
                 raise PartitionIncompleteError(
-                    f"partition {container}/{prefix} was not ready after {timeout:g}s: expected {wanted}"
+                    f"partition {spec.container}/{spec.prefix} was not ready after {timeout:g}s: "
+                    f"expected {spec.awaited()}"
                 )
-            delay = backoff_delay(attempt, poll_interval, max_poll_interval)
-            time.sleep(min(delay, remaining))
+            time.sleep(min(partition_poll_delay(attempt, poll_interval, max_poll_interval), remaining))
             attempt += 1
 
     # -- one pass over the listing ------------------------------------------------------------
@@ -395,7 +469,7 @@ class StackHubBlobHook(BaseHook):
                 if success_marker and rel == success_marker:
                     scan.marker_present = True
                     continue
-                if rel.endswith("/") or not fnmatch.fnmatchcase(rel, data_pattern):
+                if not _is_data_file(rel, data_pattern):
                     scan.ignored_count += 1
                     continue
                 size = int(blob.size or 0)
@@ -524,40 +598,27 @@ class StackHubBlobHook(BaseHook):
             ) from None
 
     @_naming_refused_credentials
-    def validate_partition(
-        self,
-        *,
-        container: str,
-        prefix: str,
-        partition_key: Any = None,
-        data_pattern: str = DEFAULT_DATA_PATTERN,
-        success_marker: str | None = DEFAULT_MARKER,
-        expected_columns: list[str] | None = None,
-        header_sample_size: int = 20,
-        manifest_name: str | None = DEFAULT_MANIFEST_NAME,
-        datastore: str = DEFAULT_DATASTORE,
-    ) -> dict[str, Any]:
+    def validate_partition(self, spec: PartitionSpec) -> dict[str, Any]:
         """Completeness, shape, fingerprint and manifest of one partition; return the XCom summary."""
-        prefix = validate_prefix(prefix)
-        check_container_name(container)
-        if manifest_name is not None and ("/" in manifest_name or not manifest_name):
-            raise StackHubError(f"manifest name {manifest_name!r} must be a plain file name")
+        spec = spec.checked()
+        container, prefix = spec.container, spec.prefix
         scan = self.scan_partition(
             container=container,
             prefix=prefix,
-            data_pattern=data_pattern,
-            success_marker=success_marker,
-            manifest_name=manifest_name or "",
-            header_sample_size=header_sample_size,
-            spool_manifest=manifest_name is not None,
+            data_pattern=spec.data_pattern,
+            success_marker=spec.success_marker,
+            manifest_name=spec.manifest_name or "",
+            header_sample_size=spec.header_sample_size,
+            spool_manifest=spec.manifest_name is not None,
         )
         try:
-            problems = scan.problems(success_marker=success_marker, data_pattern=data_pattern)
+            problems = scan.problems(success_marker=spec.success_marker, data_pattern=spec.data_pattern)
             if problems:
                 raise PartitionIncompleteError("; ".join(problems))
+            expected_columns = list(spec.expected_columns) if spec.expected_columns else None
             columns = self.check_schema(container=container, files=scan.sample, expected_columns=expected_columns)
-            if partition_key not in (None, ""):
-                pdate = _partition_date(partition_key).isoformat()
+            if spec.partition_key not in (None, ""):
+                pdate = _partition_date(spec.partition_key).isoformat()
             else:  # an already-rendered prefix: take the date from its date=YYYY-MM-DD segment, if any
                 found = date_in_prefix(prefix)
                 pdate = found.isoformat() if found else None
@@ -567,11 +628,11 @@ class StackHubBlobHook(BaseHook):
                 "file_count": scan.file_count,
                 "bytes": scan.bytes,
                 "fingerprint": scan.fingerprint,
-                "data_uri": data_uri(prefix, datastore),
+                "data_uri": data_uri(prefix, spec.datastore),
                 "partition_date": pdate,
                 "manifest": None,
             }
-            if manifest_name is not None:
+            if spec.manifest_name is not None:
                 host = urlsplit(self.get_conn().url).hostname
                 head = {
                     "manifest_version": 1,
@@ -579,8 +640,8 @@ class StackHubBlobHook(BaseHook):
                     "container": container,
                     "prefix": prefix,
                     "partition_date": pdate,
-                    "data_pattern": data_pattern,
-                    "success_marker": success_marker,
+                    "data_pattern": spec.data_pattern,
+                    "success_marker": spec.success_marker,
                 }
                 tail = {
                     "file_count": scan.file_count,
@@ -595,7 +656,8 @@ class StackHubBlobHook(BaseHook):
                     "data_uri": summary["data_uri"],
                 }
                 summary["manifest"] = self.write_manifest(
-                    container=container, prefix=prefix, manifest_name=manifest_name, head=head, scan=scan, tail=tail
+                    container=container, prefix=prefix, manifest_name=spec.manifest_name, head=head, scan=scan,
+                    tail=tail,
                 )
             return summary
         finally:
@@ -603,8 +665,24 @@ class StackHubBlobHook(BaseHook):
                 scan.spool.close()
 
 
-def backoff_delay(attempt: int, base: float, cap: float, *, rng: random.Random | None = None) -> float:
-    """Exponential backoff with +-20% jitter, capped."""
-    rng = rng or random
-    delay = min(cap, base * (2 ** min(attempt, 16)))
-    return max(0.0, delay * rng.uniform(0.8, 1.2))
+#: Up to this fraction of each pause of a partition wait is taken off at random, so waits started
+#: together (a backfill) do not look together.
+PARTITION_POLL_JITTER = 0.2
+
+
+def partition_poll_delay(
+    attempt: int, poll_interval: float, max_poll_interval: float, *, retry_after_s: float | None = None
+) -> float:
+    """Pause before the next look at a late partition, in the worker or the triggerer alike.
+
+    The package's one backoff (:func:`edge_training.retry.backoff_delay`): ``poll_interval`` doubling
+    up to ``max_poll_interval``, never sooner than a server's Retry-After.
+    """
+    return backoff_delay(
+        attempt,
+        base_s=poll_interval,
+        cap_s=max_poll_interval,
+        rand=random.random(),
+        jitter=PARTITION_POLL_JITTER,
+        retry_after_s=retry_after_s,
+    )

@@ -26,6 +26,7 @@ from edge_training.hooks.azureml import (
     IN_PROGRESS_STATUSES,
     STATUS_COMPLETED,
     AzureMLHook,
+    CommandJobSpec,
     JobState,
     job_output_uri,
 )
@@ -34,13 +35,8 @@ from edge_training.hooks.azureml_polling import PollPolicy
 from edge_training.links.azureml import AzureMLJobLink, AzureMLModelLink
 from edge_training.operators.arguments import default_deferrable, flag, identifier, mapping
 from edge_training.operators.arguments import seconds as seconds_argument
-from edge_training.triggers.azureml import (
-    EVENT_ERROR,
-    EVENT_TIMEOUT,
-    LOG_OFFSET_XCOM_KEY,
-    AzureMLJobTrigger,
-    first_event,
-)
+from edge_training.triggers.azureml import LOG_OFFSET_XCOM_KEY, AzureMLJobTrigger, first_event
+from edge_training.triggers.events import EVENT_FAILED, EVENT_SUCCESS, EVENT_TIMEOUT
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -239,6 +235,23 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
         tags.update({str(k): str(v) for k, v in self.tags.items()})
         return tags
 
+    def job_spec(self, context: Context) -> CommandJobSpec:
+        """The rendered arguments as the job the hook submits (the job's name is the hook's other argument)."""
+        return CommandJobSpec(
+            command=self.command,
+            environment=self.environment,
+            compute=self.compute,
+            code=self.code,
+            instance_type=self.instance_type,
+            inputs=self.inputs,
+            outputs=self.outputs,
+            experiment_name=self.experiment_name,
+            display_name=self.display_name,
+            description=self.description,
+            tags=self._tags(context),
+            environment_variables=self.environment_variables,
+        )
+
     def _job_deadline(self, job: JobState) -> float | None:
         """Job timeout counted from the job's creation, so a retry does not extend it."""
         seconds = seconds_argument(self, "job_timeout", self.job_timeout)
@@ -317,22 +330,7 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
             job = self.hook.find_job(name)
             if job is None:
                 self.log.info("Submitting AML job %s (attempt %d) on compute %s", name, attempt, self.compute)
-                job = self.hook.submit_command_job(
-                    name=name,
-                    code=self.code,
-                    command=self.command,
-                    environment=self.environment,
-                    compute=self.compute,
-                    instance_type=self.instance_type,
-                    inputs=self.inputs,
-                    outputs=self.outputs,
-                    experiment_name=self.experiment_name,
-                    display_name=self.display_name or name,
-                    description=self.description,
-                    tags=self._tags(context),
-                    environment_variables=self.environment_variables,
-                )
-                return job.name
+                return self.hook.submit_command_job(name, self.job_spec(context)).name
             if job.status in IN_PROGRESS_STATUSES:
                 self.log.info("AML job %s is already %s: attaching to it instead of submitting", name, job.status)
                 return name
@@ -416,8 +414,7 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
             self._close_hook()
 
     def _finish_event(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        status = str(event.get("status"))
-        name = str(event.get("job_name"))
+        status = event.get("status")
         if status == EVENT_TIMEOUT:
             self._live_job = None
             if event.get("deadline_reason") == "execution_timeout":
@@ -425,9 +422,9 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
             else:
                 limit = f"job timeout {seconds_argument(self, 'job_timeout', self.job_timeout)} s"
             raise AzureMLJobTimeoutError(f"{event.get('message')} ({limit})")
-        if status == EVENT_ERROR:
+        if status not in (EVENT_SUCCESS, EVENT_FAILED):
             raise AzureMLError(str(event.get("message")))
-        return self._finish(status, name, event.get("studio_url"))
+        return self._finish(str(event.get("job_status")), str(event.get("job_name")), event.get("studio_url"))
 
     def _finish(self, status: str, name: str, studio_url: str | None) -> dict[str, Any]:
         """Raise with the job's own error on a bad end; otherwise the small result dict."""

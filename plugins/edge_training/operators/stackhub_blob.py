@@ -16,10 +16,12 @@ from edge_training.hooks.stackhub_blob import (
     DEFAULT_DATASTORE,
     DEFAULT_MANIFEST_NAME,
     DEFAULT_MARKER,
+    PartitionSpec,
     StackHubBlobHook,
 )
 from edge_training.operators.arguments import default_deferrable
 from edge_training.partitions import partition_prefix
+from edge_training.triggers.events import EVENT_SUCCESS, EVENT_TIMEOUT
 
 
 class StackHubPartitionOperator(BaseOperator):
@@ -60,8 +62,8 @@ class StackHubPartitionOperator(BaseOperator):
     :param wait_for_partition: wait for a partition not yet written (its marker, else a data file)
         before validating; False: a missing partition fails the task at once.
     :param wait_timeout: seconds to wait for the partition with ``wait_for_partition``.
-    :param poll_interval: first pause between looks while waiting, in seconds; it doubles (with ±20%
-        jitter) up to ``max_poll_interval``.
+    :param poll_interval: first pause between looks while waiting, in seconds; it doubles (up to 20%
+        taken off at random) up to ``max_poll_interval``.
     :param max_poll_interval: longest pause between looks while waiting, in seconds.
     :param deferrable: wait in the triggerer (``StackHubPartitionTrigger``), not the worker; None:
         ``[operators] default_deferrable``. Only matters with ``wait_for_partition``.
@@ -136,75 +138,65 @@ class StackHubPartitionOperator(BaseOperator):
             allow_public_endpoint=self.allow_public_endpoint,
         )
 
-    def _key(self) -> str | None:
-        key = self.partition_key
-        return None if key in (None, "") else key
-
-    def _prefix(self) -> str:
-        return partition_prefix(self.prefix, self._key())
-
-    def _marker(self) -> str | None:
-        return self.success_marker or None
+    def partition_spec(self) -> PartitionSpec:
+        """The rendered arguments as the one spec the hook and the trigger read."""
+        key = None if self.partition_key in (None, "") else self.partition_key
+        return PartitionSpec(
+            container=self.container,
+            prefix=partition_prefix(self.prefix, key),
+            partition_key=key,
+            data_pattern=self.data_pattern,
+            success_marker=self.success_marker or None,
+            expected_columns=tuple(self.expected_columns) if self.expected_columns else None,
+            header_sample_size=int(self.header_sample_size),
+            manifest_name=self.manifest_name or None,
+            datastore=self.datastore,
+        )
 
     def execute(self, context: Any) -> dict[str, Any]:
-        prefix = self._prefix()
+        spec = self.partition_spec()
         hook = self.hook
         hook.get_conn()  # the locality policy runs here, before any request
-        if self.wait_for_partition and not hook.partition_ready(
-            container=self.container, prefix=prefix, success_marker=self._marker(), data_pattern=self.data_pattern
-        ):
+        if self.wait_for_partition and not hook.partition_ready(spec):
             if self.deferrable:
                 from edge_training.triggers.stackhub_blob import StackHubPartitionTrigger
 
-                self.log.info("Partition %s/%s not ready; deferring for up to %ss", self.container, prefix, self.wait_timeout)
+                self.log.info(
+                    "Partition %s/%s not ready; deferring for up to %ss", spec.container, spec.prefix, self.wait_timeout
+                )
                 self.defer(
                     trigger=StackHubPartitionTrigger(
                         stackhub_conn_id=self.stackhub_conn_id,
-                        container=self.container,
-                        prefix=prefix,
-                        success_marker=self._marker(),
-                        data_pattern=self.data_pattern,
+                        partition=spec,
                         deadline=time.time() + float(self.wait_timeout),
                         poll_interval=self.poll_interval,
                         max_poll_interval=self.max_poll_interval,
-                        stack_hub_domain=self.stack_hub_domain or None,
-                        allow_public_endpoint=self.allow_public_endpoint,
+                        stack_hub_domain=hook.stack_hub_domain,
+                        allow_public_endpoint=hook.allow_public_endpoint,
                     ),
                     method_name="execute_complete",
                     timeout=timedelta(seconds=float(self.wait_timeout) + 300),
                 )
             hook.wait_for_partition(
-                container=self.container,
-                prefix=prefix,
-                success_marker=self._marker(),
-                data_pattern=self.data_pattern,
+                spec,
                 timeout=float(self.wait_timeout),
                 poll_interval=self.poll_interval,
                 max_poll_interval=self.max_poll_interval,
             )
-        return self._validate(hook, prefix)
+        return self._validate(hook, spec)
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         event = event or {}
         status = event.get("status")
-        if status == "ready":
-            return self._validate(self.hook, self._prefix())
-        if status == "timeout":
+        if status == EVENT_SUCCESS:
+            return self._validate(self.hook, self.partition_spec())
+        if status == EVENT_TIMEOUT:
             raise PartitionIncompleteError(event.get("message") or "partition was not ready by the deadline")
-        raise StackHubError(f"waiting for partition {self.container}/{event.get('prefix')} failed: {event.get('message')}")
+        where = f"{event.get('container', self.container)}/{event.get('prefix')}"
+        raise StackHubError(f"waiting for partition {where} failed: {event.get('message')}")
 
-    def _validate(self, hook: StackHubBlobHook, prefix: str) -> dict[str, Any]:
-        summary = hook.validate_partition(
-            container=self.container,
-            prefix=prefix,
-            partition_key=self._key(),
-            data_pattern=self.data_pattern,
-            success_marker=self._marker(),
-            expected_columns=list(self.expected_columns) if self.expected_columns else None,
-            header_sample_size=int(self.header_sample_size),
-            manifest_name=self.manifest_name or None,
-            datastore=self.datastore,
-        )
+    def _validate(self, hook: StackHubBlobHook, spec: PartitionSpec) -> dict[str, Any]:
+        summary = hook.validate_partition(spec)
         self.log.info(
             "Partition %s/%s: %d data files, %d bytes, fingerprint %s",
             summary["container"],

@@ -14,7 +14,8 @@ from edge_training.hooks.azureml import DEFAULT_CONN_ID, STATUS_COMPLETED, Azure
 from edge_training.hooks.azureml_polling import PollPolicy
 from edge_training.links.azureml import AzureMLJobLink
 from edge_training.operators.arguments import default_deferrable
-from edge_training.triggers.azureml import EVENT_ERROR, EVENT_TIMEOUT, AzureMLJobTrigger, first_event
+from edge_training.triggers.azureml import AzureMLJobTrigger, first_event
+from edge_training.triggers.events import EVENT_FAILED, EVENT_SUCCESS, EVENT_TIMEOUT
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -115,13 +116,13 @@ class AzureMLJobSensor(BaseSensorOperator):
         self.defer(trigger=self._trigger(), method_name="execute_complete")
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        status = str(event.get("status"))
+        status = event.get("status")
         if status == EVENT_TIMEOUT:
             raise AzureMLJobTimeoutError(str(event.get("message")))
-        if status == EVENT_ERROR:
+        if status not in (EVENT_SUCCESS, EVENT_FAILED):
             raise AzureMLError(str(event.get("message")))
         with self.hook as hook:
-            return self._result(status, event.get("studio_url"), hook)
+            return self._result(str(event.get("job_status")), event.get("studio_url"), hook)
 
     def wait_inline(self, context: Context) -> dict[str, Any]:
         """Run the trigger in this process (tests, or callers without a triggerer) and finish."""

@@ -1,4 +1,7 @@
-"""AzureMLJobTrigger: wait for an AML job in the triggerer, streaming its log into the task log."""
+"""AzureMLJobTrigger: wait for an AML job in the triggerer, streaming its log into the task log.
+
+Its events are in the package's one event vocabulary (:mod:`edge_training.triggers.events`).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +22,13 @@ from edge_training.hooks.azureml import (
     JobState,
 )
 from edge_training.hooks.azureml_polling import PollPolicy
+from edge_training.triggers.events import (
+    EVENT_ERROR,
+    EVENT_FAILED,
+    EVENT_SUCCESS,
+    EVENT_TIMEOUT,
+    trigger_event,
+)
 
 #: The only errors the trigger waits out. Everything else ends the wait with an error event.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (AzureMLTransientError,)
@@ -29,15 +39,15 @@ LOG_OFFSET_XCOM_KEY = "azureml_log_offset"
 #: Task states in which a killed task will not run again (so its job must stop).
 TASK_ENDED_STATES = frozenset({"failed", "success", "skipped", "upstream_failed", "removed"})
 
-#: Event ``status`` values besides the AML job statuses.
-EVENT_TIMEOUT = "Timeout"
-EVENT_ERROR = "TriggerError"
-
 T = TypeVar("T")
 
 
 class AzureMLJobTrigger(BaseTrigger):
     """Poll one AML job until it ends, its deadline passes, or the user kills the task.
+
+    Events: ``success`` (the job Completed), ``failed`` (it ended otherwise), ``timeout`` (the
+    deadline passed; ``canceled`` says whether the job was stopped) or ``error``, each with the
+    job's last seen AML status as ``job_status`` (see :mod:`edge_training.triggers.events`).
 
     azure-ai-ml is synchronous, so each SDK call runs in a worker thread (``asyncio.to_thread``)
     and the event loop never blocks. Calling the async azure-core pipeline directly would mean
@@ -47,7 +57,7 @@ class AzureMLJobTrigger(BaseTrigger):
     :param job_name: the AML job to wait for.
     :param azureml_conn_id: the Airflow connection of the AML workspace.
     :param deadline: epoch seconds; past it the job is canceled (see ``cancel_on_timeout``) and a
-        ``Timeout`` event fires. None: no deadline.
+        ``timeout`` event fires. None: no deadline.
     :param deadline_reason: which limit the deadline is (``job_timeout`` or ``execution_timeout``),
         passed back in the event so the task's error names it.
     :param poll_policy: ``PollPolicy`` fields as a dict (serialisable); None: ``PollPolicy()``.
@@ -113,17 +123,20 @@ class AzureMLJobTrigger(BaseTrigger):
     async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
-    def _event(self, status: str, job: JobState | None, message: str, **extra: Any) -> TriggerEvent:
-        payload = {
-            "status": status,
-            "job_name": self.job_name,
-            "studio_url": job.studio_url if job else None,
-            "message": message,
-            "log_offset": self.log_offset,
-            "deadline_reason": self.deadline_reason,
+    def _event(
+        self, status: str, job: JobState | None, message: str, *, job_status: str | None = None, **extra: Any
+    ) -> TriggerEvent:
+        """An event about this job; ``job_status`` defaults to the status ``job`` was last seen in."""
+        return trigger_event(
+            status,
+            message,
+            job_name=self.job_name,
+            job_status=job_status or (job.status if job else None),
+            studio_url=job.studio_url if job else None,
+            log_offset=self.log_offset,
+            deadline_reason=self.deadline_reason,
             **extra,
-        }
-        return TriggerEvent(payload)
+        )
 
     async def _stream_log(self, hook: AzureMLHook, *, final: bool) -> None:
         """Show new log lines; a log that cannot be read is reported, never fatal to the wait."""
@@ -214,7 +227,9 @@ class AzureMLJobTrigger(BaseTrigger):
                     if self.deadline is not None and time.time() >= self.deadline:
                         yield await self._timeout(hook, job)
                         return
-                    yield self._event(EVENT_ERROR, job, f"AML job {self.job_name}: gave up after transient errors: {err}")
+                    yield self._event(
+                        EVENT_ERROR, job, f"AML job {self.job_name}: gave up after transient errors: {err}"
+                    )
                     return
                 except Exception as err:
                     yield self._event(EVENT_ERROR, job, f"AML job {self.job_name}: {type(err).__name__}: {err}")
@@ -222,7 +237,8 @@ class AzureMLJobTrigger(BaseTrigger):
                 if self.stream_logs and (job.status in LOGGING_STATUSES or job.is_terminal):
                     await self._stream_log(hook, final=job.is_terminal)
                 if job.is_terminal:
-                    yield self._event(job.status, job, f"AML job {self.job_name} ended {job.status}")
+                    outcome = EVENT_SUCCESS if job.succeeded else EVENT_FAILED
+                    yield self._event(outcome, job, f"AML job {self.job_name} ended {job.status}")
                     return
                 now = time.time()
                 if self.deadline is not None and now >= self.deadline:
@@ -251,7 +267,7 @@ class AzureMLJobTrigger(BaseTrigger):
                     EVENT_TIMEOUT,
                     job,
                     f"AML job {self.job_name} passed its deadline and the cancel failed: {err}",
-                    final_status=final_status,
+                    job_status=final_status,
                     canceled=False,
                 )
         return self._event(
@@ -259,7 +275,7 @@ class AzureMLJobTrigger(BaseTrigger):
             job,
             f"AML job {self.job_name} passed its deadline"
             + (f" and was canceled (now {final_status})" if self.cancel_on_timeout else ""),
-            final_status=final_status,
+            job_status=final_status,
             canceled=self.cancel_on_timeout,
         )
 
