@@ -39,7 +39,9 @@ class AmlDoubleAdmin:
 
     def add_fault(self, route: str, kind: str, **spec: Any) -> dict:
         """``kind``: 429, 500, 503, delay, slow_job (``delay`` extra seconds of work on the VM), or
-        job_epilogue (the shell ``command`` runs after the job's own, e.g. to break its outputs)."""
+        job_epilogue (the shell ``command`` runs after the job's own, e.g. to break its outputs).
+        ``route`` is a route key or a regex on "METHOD /path"; ``body``, a regex the request body must
+        contain too; ``share`` and ``count`` limit how often it strikes."""
         return self._call("POST", "/_admin/faults", {"route": route, "kind": kind, **spec})["fault"]
 
     def clear_faults(self) -> None:

@@ -81,6 +81,9 @@ class Fault:
     retry_after: float = 1.0
     delay: float = 1.0
     command: str = ""
+    #: A regex the request body must contain too (e.g. a partition's tag on a model version PUT, whose
+    #: path does not name the partition), so side-by-side cases scope a fault to their own requests.
+    body: str = ""
     hits: int = 0
     #: Names the fault for DELETE /_admin/faults/<id> (cases running side by side remove only their own).
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -113,7 +116,7 @@ class Faults:
         fault = Fault(route=spec["route"], kind=kind, share=float(spec.get("share", 1.0)),
                       count=None if spec.get("count") is None else int(spec["count"]),
                       retry_after=float(spec.get("retry_after", 1.0)), delay=float(spec.get("delay", 1.0)),
-                      command=str(spec.get("command") or ""))
+                      command=str(spec.get("command") or ""), body=str(spec.get("body") or ""))
         with self._lock:
             self.faults.append(fault)
         return fault
@@ -134,13 +137,15 @@ class Faults:
             self.counts.clear()
             self.recent.clear()
 
-    def pick(self, route_key: str, method: str, path: str) -> Fault | None:
+    def pick(self, route_key: str, method: str, path: str, body: bytes = b"") -> Fault | None:
         with self._lock:
             self.counts[route_key] += 1
             for fault in self.faults:
                 if fault.count is not None and fault.hits >= fault.count:
                     continue
                 if fault.route != route_key and not re.search(fault.route, f"{method} {path}"):
+                    continue
+                if fault.body and not re.search(fault.body, body.decode("utf-8", "replace")):
                     continue
                 if random.random() >= fault.share:
                     continue
@@ -253,7 +258,7 @@ class AmlDouble:
                 handler, key, params = fn, route_key, match.groupdict()
                 break
 
-        fault = self.faults.pick(key, method, path)
+        fault = self.faults.pick(key, method, path, raw)
         hold_s = epilogue = None
         if fault is not None and fault.kind in JOB_FAULT_KINDS:
             hold_s = fault.delay if fault.kind == "slow_job" else None

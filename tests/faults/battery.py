@@ -215,9 +215,20 @@ def versions_of(ml_client, date: str, since: float = 0.0) -> list:
         return []
 
 
-def job_route(date: str) -> str:
-    """A fault route that matches only the job PUTs of one partition (job names carry the date)."""
-    return rf"^PUT .*/jobs/{DAG_ID}-{date}-"
+def job_route(date: str, method: str = "PUT") -> str:
+    """A fault route that matches only one partition's job requests (job names carry the date)."""
+    return rf"^{method} .*/jobs/{DAG_ID}-{date}-"
+
+
+def run_details_route(date: str) -> str:
+    """A fault route that matches only the run-history details reads of one partition's jobs."""
+    return rf"^GET .*/runs/{DAG_ID}-{date}-[^/]*/details"
+
+
+def model_version_body(date: str) -> str:
+    """A fault ``body`` that matches only model versions tagged with one partition (their path names
+    the model and version, not the partition)."""
+    return rf'"partition":\s*"{date}"'
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):

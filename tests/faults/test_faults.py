@@ -13,8 +13,11 @@ import re
 import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+
+import pytest
 
 from edge_training.hooks.azureml_sdk_private import get_run_details
 from tests.e2e.support import DAG_ID, MODEL_NAME
@@ -27,7 +30,9 @@ from tests.faults.battery import (
     fresh_partition,
     job_route,
     jobs_of,
+    model_version_body,
     quoted,
+    run_details_route,
     task_log,
     trigger,
     versions_of,
@@ -240,7 +245,9 @@ def test_training_script_failure_surfaces_the_jobs_own_error(airflow, battery, m
     prefix = f"telemetry/date={date}/"
     for blob in container.list_blobs(name_starts_with=prefix):
         container.delete_blob(blob.name)
-    rows = [f"dev-{i},2026-11-16T00:00:00,21.5,0.3,101.2,1500,{i},0" for i in range(200)]
+    # New device ids each time: new data, so a new job (not the failed attempts of an earlier battery).
+    batch = time.time_ns()
+    rows = [f"dev-{batch}-{i},2026-11-16T00:00:00,21.5,0.3,101.2,1500,{i},0" for i in range(200)]
     header = "device_id,timestamp,temperature_c,vibration_mm_s,pressure_kpa,rpm,runtime_hours,failure\n"
     container.upload_blob(prefix + "part-00000.csv", (header + "\n".join(rows)).encode(), overwrite=True)
     container.upload_blob(prefix + "_SUCCESS", b"", overwrite=True)
@@ -313,73 +320,95 @@ def log_line_numbers(log: str, job: str) -> list[int]:
     return [int(m) for m in re.findall(rf"\[{re.escape(job)}\] edge-fault: slow job, second (\d+) of", log)]
 
 
-def test_triggerer_killed_mid_wait_loses_and_repeats_no_log_line(alone, airflow, battery, admin, ml_client):
+@pytest.fixture(scope="module")
+def airflow_components_killed(side_by_side_group, airflow, admin, ml_client) -> dict:
+    """Two runs with their jobs working on the VM, then the triggerer SIGKILLed mid-wait and, 5 s later, the
+    scheduler SIGKILLed mid-run, and both restarted. The two cases below share this one crash (each run
+    rides out both kills), so the battery pays for one wait instead of two."""
+    side_by_side_group.finish()  # alone: the side-by-side cases must not see these crashes
     since = time.time()
-    date, hold = "2026-11-13", 30
-    with deferred_slow_run(airflow, admin, date, hold) as run_id:
-        job = running_job(ml_client, date, since).name
+    dates = {"triggerer": "2026-11-13", "scheduler": "2026-11-14"}
+    with slow_runs(airflow, admin, {date: LOGGED_HOLD_S for date in dates.values()}) as runs:
+        for run_id in runs.values():
+            wait_task(airflow, run_id, "submit_training", {"deferred"}, timeout=300)
+        logged_job = running_job(ml_client, dates["triggerer"], since).name
         time.sleep(8)  # some lines shown (and their offset stored) before the crash
         airflow.kill("triggerer")
         time.sleep(5)
+        airflow.kill("scheduler")
+        time.sleep(5)
         airflow.start()  # starts what is not running
-        run = airflow.wait_run(DAG_ID, run_id, timeout=600)
-    numbers = log_line_numbers(task_log(airflow, run_id, "submit_training"), job)
-    lost = sorted(set(range(1, hold + 1)) - set(numbers))
+        finished = {date: airflow.wait_run(DAG_ID, run_id, timeout=900) for date, run_id in runs.items()}
+    return {"since": since, "dates": dates, "runs": runs, "finished": finished, "logged_job": logged_job}
+
+
+#: How long the killed-component cases' jobs work on the VM: one log line a second.
+LOGGED_HOLD_S = 30
+
+
+def test_triggerer_killed_mid_wait_loses_and_repeats_no_log_line(airflow_components_killed, airflow, battery,
+                                                                 ml_client):
+    killed = airflow_components_killed
+    date = killed["dates"]["triggerer"]
+    run_id, run = killed["runs"][date], killed["finished"][date]
+    numbers = log_line_numbers(task_log(airflow, run_id, "submit_training"), killed["logged_job"])
+    lost = sorted(set(range(1, LOGGED_HOLD_S + 1)) - set(numbers))
     repeated = len(numbers) - len(set(numbers))
     BATTERY.count_lost_log_lines(len(lost), repeated)
-    jobs = jobs_of(ml_client, date, since)
+    jobs = jobs_of(ml_client, date, killed["since"])
     passed = run["state"] == "success" and len(jobs) == 1 and not lost and not repeated
     battery.record("triggerer SIGKILLed mid-wait, then restarted", KIND,
-                   f"run completes; one job; all {hold} job log lines in the task log once",
+                   f"run completes; one job; all {LOGGED_HOLD_S} job log lines in the task log once",
                    f"run {run['state']}; jobs {len(jobs)}; lines lost {len(lost)}, repeated {repeated}", passed)
     assert passed, (run["state"], [j.name for j in jobs], lost, repeated)
 
 
-def test_scheduler_killed_mid_run_then_restarted(alone, airflow, battery, admin, ml_client):
-    since = time.time()
-    date = "2026-11-14"
-    with deferred_slow_run(airflow, admin, date, 20) as run_id:
-        airflow.kill("scheduler")
-        time.sleep(10)
-        airflow.start()
-        run = airflow.wait_run(DAG_ID, run_id, timeout=900)
-    jobs = jobs_of(ml_client, date, since)
-    versions = versions_of(ml_client, date, since)
+def test_scheduler_killed_mid_run_then_restarted(airflow_components_killed, battery, ml_client):
+    killed = airflow_components_killed
+    date = killed["dates"]["scheduler"]
+    run = killed["finished"][date]
+    jobs = jobs_of(ml_client, date, killed["since"])
+    versions = versions_of(ml_client, date, killed["since"])
     passed = run["state"] == "success" and len(jobs) == 1 and len(versions) == 1
     battery.record("scheduler SIGKILLed mid-run, then restarted", KIND, "run completes; one job; one model version",
                    f"run {run['state']}; jobs {len(jobs)}; model versions {len(versions)}", passed)
     assert passed, (run["state"], [j.name for j in jobs], [v.version for v in versions])
 
 
-def test_aml_throttling_errors_and_slow_answers_are_ridden_out(alone, airflow, battery, admin, ml_client, registry):
+@side_by_side
+def test_aml_throttling_errors_and_slow_answers_are_ridden_out(airflow, battery, admin, ml_client, registry):
+    """Every fault is scoped to this partition's requests, so the cases beside it see none."""
     since = time.time()
     date = "2026-11-15"
     fresh_partition(date)
-    admin.reset_requests()
     faults = [
-        admin.add_fault(job_route(date), "503", count=2, retry_after=1),            # submit
-        admin.add_fault("GET job", "429", share=0.5, count=6, retry_after=2),       # wait
-        admin.add_fault("GET run details", "delay", share=0.5, count=10, delay=3),  # wait, gate
-        admin.add_fault("PUT model version", "503", count=2, retry_after=1),        # register
-        admin.add_fault("GET model versions", "429", count=2, retry_after=1),       # gate, register
+        admin.add_fault(job_route(date), "503", count=2, retry_after=1),                    # submit
+        admin.add_fault(job_route(date, "GET"), "429", share=0.5, count=6, retry_after=2),  # wait
+        admin.add_fault(run_details_route(date), "delay", share=0.5, count=10, delay=3),    # wait, gate
+        admin.add_fault("PUT model version", "503", count=2, retry_after=1,                 # register
+                        body=model_version_body(date)),
     ]
     try:
         run_id = trigger(airflow, date)
         run = airflow.wait_run(DAG_ID, run_id, timeout=900)
-        injected = [r for r in admin.requests()["recent"] if r.get("injected")]
     finally:
         for fault in faults:
             admin.remove_fault(fault)
+    # Only this case's faults strike these requests: its job names, and model versions (only its
+    # fault injects on that route, scoped by the partition tag in the body).
+    injected = Counter(r["route"] for r in admin.requests()["recent"]
+                       if r.get("injected") and r["time"] >= since
+                       and (f"/{DAG_ID}-{date}-" in r["path"] or r["route"] == "PUT model version"))
     jobs = jobs_of(ml_client, date, since)
     versions = versions_of(ml_client, date, since)
     tags = [t for t in registry.tags(MODEL_NAME) if t in {v.version for v in versions}]
     passed = run["state"] == "success" and len(jobs) == 1 and len(versions) == 1 and len(tags) == 1 \
-        and len(injected) >= 4
+        and injected["PUT job"] == 2 and injected["PUT model version"] == 2
     battery.record("AML double: 429 with Retry-After, 503 bursts, slow answers in submit, wait, register", KIND,
                    "run completes; one job, one model version, one image",
-                   f"run {run['state']}; {len(injected)} faults served ({len(faults)} kinds); jobs {len(jobs)}; "
+                   f"run {run['state']}; errors served {dict(sorted(injected.items()))}; jobs {len(jobs)}; "
                    f"versions {len(versions)}; images {len(tags)}", passed)
-    assert passed, (run["state"], injected[:5], [j.name for j in jobs], [v.version for v in versions], tags)
+    assert passed, (run["state"], injected, [j.name for j in jobs], [v.version for v in versions], tags)
 
 
 def test_stack_hub_stopped_during_validation_then_started(alone, airflow, battery, stack_env):

@@ -92,6 +92,11 @@ def test_faults_respect_count_share_and_route_patterns():
     assert faults.pick("GET job", "GET", "/x/jobs/a") is None
     assert faults.pick("PUT model version", "PUT", "/x/models/m/versions/1") is None
     assert faults.counts["GET job"] == 3
+    scoped = faults.add({"route": "PUT model version", "kind": "503", "body": r'"partition": ?"2026-11-15"'})
+    assert faults.pick("PUT model version", "PUT", "/x/models/m/versions/2",
+                       b'{"properties": {"tags": {"partition": "2026-11-16"}}}') is None
+    assert faults.pick("PUT model version", "PUT", "/x/models/m/versions/2",
+                       b'{"properties": {"tags": {"partition": "2026-11-15"}}}') is scoped
     with pytest.raises(HttpError):
         faults.add({"route": "GET job", "kind": "404"})
 
