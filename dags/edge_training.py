@@ -25,6 +25,9 @@ ended; its key is that day, `2026-11-10T00:00:00`).
 Backfill historical partitions with
 `airflow backfill create --dag-id edge_training --from-date 2026-11-01 --to-date 2026-11-07`.
 Trigger one partition by hand with the `partition` param (`YYYY-MM-DD`).
+
+Failures: refused credentials and invalid requests fail a task at once; throttling and transient service
+errors are retried with exponential backoff (`edge_training.operators.retry_policy`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from edge_training.operators.azureml import (
 from edge_training.operators.container_image import ModelImageBuildOperator, ModelImagePushOperator
 from edge_training.operators.edge_vm import EdgeVMReadinessOperator
 from edge_training.operators.gate import EvaluateGateOperator
+from edge_training.operators.retry_policy import EDGE_RETRY_POLICY
 from edge_training.operators.stackhub_blob import StackHubPartitionOperator
 from edge_training.partitions import partition_date_str
 from edge_training.lineage import git_commit
@@ -73,8 +77,10 @@ default_args = {
     "owner": "data-ops",
     "retries": 2,
     "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": True,
+    "retry_exponential_backoff": 2.0,  # doubling from 30 s, with Airflow's jitter (3.x takes a multiplier)
     "max_retry_delay": timedelta(minutes=10),
+    # Refused credentials and invalid requests fail at once; throttling and transient errors back off.
+    "retry_policy": EDGE_RETRY_POLICY,
     "execution_timeout": timedelta(minutes=30),
     # The connections every task uses, given once; an operator takes those it has an argument for.
     "ssh_conn_id": "edge_vm_ssh",

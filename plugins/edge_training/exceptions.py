@@ -26,6 +26,11 @@ class HostKeyMismatchError(EdgeVMError, InvalidInputError):
     """The edge VM presented a host key different from the pinned one."""
 
 
+class EdgeVMAuthError(EdgeVMError, InvalidInputError):
+    """The VM refused the connection's key, or the connection turns host key checking off: only a fixed
+    connection cures it, so the task fails at once."""
+
+
 class EdgeVMNotReadyError(EdgeVMError):
     """One or more readiness checks failed."""
 
@@ -60,8 +65,9 @@ class AzureMLError(EdgeTrainingError):
     """An Azure ML call failed or a job ended badly."""
 
 
-class AzureMLConnectionError(AzureMLError):
-    """The azureml connection is missing a field or holds an invalid value."""
+class AzureMLConnectionError(AzureMLError, InvalidInputError):
+    """The azureml connection is missing a field or holds an invalid value (not retried: the same
+    connection is read again)."""
 
 
 class AzureMLTransientError(AzureMLError):

@@ -45,6 +45,7 @@ from airflow.sdk import DAG
 from edge_training.exceptions import (
     OperatorArgumentError,
     ContainerImageError,
+    EdgeVMAuthError,
     EdgeVMNotReadyError,
     HostKeyMismatchError,
     LocalityPolicyError,
@@ -124,6 +125,7 @@ class FakeVM:
     port: int = 22
     host_key_seed: int = PINNED_KEY_SEED
     up: bool = True
+    accepts_key: bool = True  # the connection's key is in the login user's authorized_keys
     clock_offset_s: float = 0.0
     docker_up: bool = True
     docker_version: str = "27.3.1"
@@ -300,6 +302,10 @@ class FakeSSHHook:
         self.vm.connects += 1
         if not self.vm.up:
             raise OSError(113, "No route to host")
+        if not self.vm.accepts_key:
+            import paramiko
+
+            raise paramiko.AuthenticationException("Authentication failed.")
         self.client = FakeSSHClient(self.vm)
         return self.client
 
@@ -463,6 +469,20 @@ def test_unreachable_vm_is_retried_then_reported_as_the_ssh_check(vm, monkeypatc
     assert "No route to host" in str(err.value)
     assert vm.connects == 3 and sleeps == [2.0, 4.0]
     assert [c["name"] for c in ctx["ti"].xcom["readiness_report"]["checks"]] == ["ssh"]
+
+
+def test_a_vm_refusing_the_key_fails_at_once_naming_the_connection(vm):
+    """Not retried, here or by Airflow: the same key would be refused again (an AirflowFailException)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    vm.accepts_key = False
+    with pytest.raises(EdgeVMAuthError, match=re.escape(
+        "edge VM edgeops@10.20.0.5:22 refused authentication (Authentication failed.): expected the key in "
+        "connection 'fake_edge_vm' to be authorised for edgeops"
+    )) as err:
+        run(readiness_op(connect_attempts=3), make_context())
+    assert isinstance(err.value, AirflowFailException)
+    assert vm.connects == 1
 
 
 def test_a_vm_presenting_another_host_key_is_refused_before_any_command(vm):

@@ -20,7 +20,7 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-from edge_training.exceptions import EdgeVMError, HostKeyMismatchError
+from edge_training.exceptions import EdgeVMAuthError, EdgeVMError, HostKeyMismatchError
 from edge_training.hooks.edge_vm_checks import (
     FAIL,
     PASS,
@@ -76,7 +76,7 @@ class EdgeVMHook(BaseHook):
             # conn_retry_attempts=1: SSHHook retries every exception; this hook retries connection errors only.
             hook = SSHHook(ssh_conn_id=self.ssh_conn_id, conn_retry_attempts=1)
             if hook.no_host_key_check or hook.allow_host_key_change:
-                raise EdgeVMError(
+                raise EdgeVMAuthError(
                     f"connection {self.ssh_conn_id!r} disables host key verification "
                     "(no_host_key_check or allow_host_key_change): expected a pinned host_key"
                 )
@@ -113,7 +113,7 @@ class EdgeVMHook(BaseHook):
             except paramiko.BadHostKeyException as err:
                 raise self._mismatch(err.key, err.expected_key) from None
             except paramiko.AuthenticationException as err:
-                raise EdgeVMError(
+                raise EdgeVMAuthError(
                     f"edge VM {self.target} refused authentication ({err}): expected the key in connection "
                     f"{self.ssh_conn_id!r} to be authorised for {hook.username}"
                 ) from None
