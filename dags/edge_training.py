@@ -27,7 +27,9 @@ Backfill historical partitions with
 Trigger one partition by hand with the `partition` param (`YYYY-MM-DD`).
 
 Failures: refused credentials and invalid requests fail a task at once; throttling and transient service
-errors are retried with exponential backoff (`edge_training.operators.retry_policy`).
+errors are retried with exponential backoff (`edge_training.operators.retry_policy`). A task that fails for
+good, and a run still unfinished `EDGE_RUN_DEADLINE_MINUTES` after it was queued, are reported to
+`EDGE_ALERT_TARGET` (the log, a webhook or email) with the partition, the task, the error and the links.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from edge_training.operators.retry_policy import EDGE_RETRY_POLICY
 from edge_training.operators.stackhub_blob import StackHubPartitionOperator
 from edge_training.partitions import partition_date_str
 from edge_training.lineage import git_commit
+from edge_training.notifications.alerts import AlertTarget, EdgeAlertNotifier, run_deadline
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TRAINING_CODE = str(PROJECT_ROOT / "include" / "training")
@@ -70,6 +73,14 @@ TRAINING_TASK_TIMEOUT = timedelta(minutes=float(os.environ.get("EDGE_TRAINING_TA
 # Runs of this DAG active at once (a deployment setting). The trainings on the VM stay bounded by the
 # edge_vm pool whatever this is; more runs only let their other tasks proceed meanwhile.
 MAX_ACTIVE_RUNS = int(os.environ.get("EDGE_TRAINING_MAX_ACTIVE_RUNS", "4"))
+# A run still unfinished this long after it was queued is reported (a deployment setting; 0: no deadline).
+RUN_DEADLINE_MINUTES = float(os.environ.get("EDGE_RUN_DEADLINE_MINUTES", "120"))
+# Where alerts go (EDGE_ALERT_TARGET, read when one is sent); checked here so that a typo is an import
+# error in the UI rather than an alert lost at the first failure.
+AlertTarget.from_env()
+# Tells whoever watches the trainings: a task failed for good, or a run is late. Both alerts carry the
+# AML job link that submit_training pushes.
+ALERTS = EdgeAlertNotifier(job_link_tasks=["submit_training"])
 FEATURES = ["temperature_c", "vibration_mm_s", "pressure_kpa", "rpm", "runtime_hours"]
 EXPECTED_COLUMNS = ["device_id", "timestamp", *FEATURES, "failure"]
 
@@ -81,6 +92,7 @@ default_args = {
     "max_retry_delay": timedelta(minutes=10),
     # Refused credentials and invalid requests fail at once; throttling and transient errors back off.
     "retry_policy": EDGE_RETRY_POLICY,
+    "on_failure_callback": ALERTS,
     "execution_timeout": timedelta(minutes=30),
     # The connections every task uses, given once; an operator takes those it has an argument for.
     "ssh_conn_id": "edge_vm_ssh",
@@ -100,6 +112,7 @@ with DAG(
     max_active_runs=MAX_ACTIVE_RUNS,
     max_active_tasks=8,
     dagrun_timeout=timedelta(hours=4),
+    deadline=run_deadline(RUN_DEADLINE_MINUTES, job_link_tasks=["submit_training"]),
     default_args=default_args,
     doc_md=__doc__,
     tags=["edge", "azureml", "stack-hub", "training"],

@@ -115,3 +115,8 @@ class RegistryAuthError(ContainerImageError, InvalidInputError):
 
 class RegistryPushError(ContainerImageError):
     """The registry did not accept the push, or its digest does not match."""
+
+
+# Alerts
+class AlertDeliveryError(EdgeTrainingError):
+    """An alert could not be sent to EDGE_ALERT_TARGET (its text is in the log instead)."""

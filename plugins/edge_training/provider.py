@@ -20,4 +20,6 @@ def get_provider_info() -> dict:
             "edge_training.links.azureml.AzureMLModelLink",
             "edge_training.links.container_image.ContainerImageLink",
         ],
+        # The alert notifier, so DAGs of your own find it among the installed notifiers.
+        "notifications": ["edge_training.notifications.alerts.EdgeAlertNotifier"],
     }

@@ -1,4 +1,4 @@
-"""Every operator, sensor and trigger of the package documents each of its arguments (``:param name:``).
+"""Every operator, sensor, trigger and notifier of the package documents each of its arguments (``:param name:``).
 
 As the providers' operators do: a DAG author reads the class docstring (or the rendered API docs),
 not the code, to learn what an argument means, its unit and whether it is templated. The classes are
@@ -13,11 +13,12 @@ import pkgutil
 import re
 
 import pytest
-from airflow.sdk import BaseOperator, BaseSensorOperator
+from airflow.sdk import BaseNotifier, BaseOperator, BaseSensorOperator
 from airflow.triggers.base import BaseTrigger
 
-PACKAGES = ("edge_training.operators", "edge_training.sensors", "edge_training.triggers")
-BASES = (BaseOperator, BaseSensorOperator, BaseTrigger)
+PACKAGES = ("edge_training.operators", "edge_training.sensors", "edge_training.triggers",
+            "edge_training.notifications")
+BASES = (BaseOperator, BaseSensorOperator, BaseTrigger, BaseNotifier)
 
 #: What the walk must find at least, so the test cannot pass by finding nothing.
 EXPECTED = {
@@ -31,6 +32,7 @@ EXPECTED = {
     "AzureMLJobSensor",
     "AzureMLJobTrigger",
     "StackHubPartitionTrigger",
+    "EdgeAlertNotifier",
 }
 
 # ":param name:" or Sphinx's typed ":param type name:".
@@ -39,7 +41,7 @@ _NOT_ARGUMENTS = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWOR
 
 
 def package_classes() -> list[type]:
-    """Public operator, sensor and trigger classes defined in the packages' modules."""
+    """Public operator, sensor, trigger and notifier classes defined in the packages' modules."""
     found: dict[str, type] = {}
     for package_name in PACKAGES:
         package = importlib.import_module(package_name)
@@ -86,7 +88,7 @@ def param_doc_problems(cls: type) -> list[str]:
 CLASSES = package_classes()
 
 
-def test_the_walk_finds_every_operator_sensor_and_trigger():
+def test_the_walk_finds_every_operator_sensor_trigger_and_notifier():
     names = {cls.__name__ for cls in CLASSES}
     missing = EXPECTED - names
     assert not missing, f"expected the walk over {PACKAGES} to find {sorted(missing)}, found {sorted(names)}"
