@@ -15,6 +15,9 @@ REPO = Path(__file__).resolve().parent.parent
 TRAINING_TASK_TIMEOUT_MINUTES = 2
 #: Runs of the DAG active at once in the tests' Airflow: the battery runs its side-by-side cases together.
 MAX_ACTIVE_RUNS = 24
+#: Minutes after a run is queued when the tests' Airflow reports it late (the battery's deadline case
+#: keeps one run working longer; any other run that slow is reported too, to the inbox, harmlessly).
+RUN_DEADLINE_MINUTES = 3
 #: The tests' Airflow's metadata database on the stack's Postgres (devstack/scale.py).
 E2E_DATABASE = "airflow_e2e"
 
@@ -45,7 +48,17 @@ def stack_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def airflow(stack_env):
+def alert_inbox():
+    """Where the tests' Airflow sends its alerts (a webhook on loopback in this process)."""
+    from tests.alert_inbox import AlertInbox
+
+    inbox = AlertInbox()
+    yield inbox
+    inbox.close()
+
+
+@pytest.fixture(scope="session")
+def airflow(stack_env, alert_inbox):
     """LocalExecutor + Postgres, on its own home and port so a running `make demo` is left alone.
 
     One start-up serves the e2e tests and the fault battery (tests/faults), which runs after them.
@@ -58,11 +71,13 @@ def airflow(stack_env):
     started = scale.up(redis=False)
     # Connections live in the metadata DB so the fault battery can break and restore them through the
     # REST API; the training task's time limit is short enough for the battery to see it pass; runs are
-    # not capped at the DAG's default 4 (the pool still bounds the trainings).
+    # not capped at the DAG's default 4 (the pool still bounds the trainings); alerts go to the inbox.
     instance = LocalAirflow(name="airflow-e2e", port=47181, connections="db",
                             sql_alchemy_conn=scale.database(E2E_DATABASE),
                             extra_env={"EDGE_TRAINING_TASK_TIMEOUT_MINUTES": str(TRAINING_TASK_TIMEOUT_MINUTES),
-                                       "EDGE_TRAINING_MAX_ACTIVE_RUNS": str(MAX_ACTIVE_RUNS)})
+                                       "EDGE_TRAINING_MAX_ACTIVE_RUNS": str(MAX_ACTIVE_RUNS),
+                                       "EDGE_RUN_DEADLINE_MINUTES": str(RUN_DEADLINE_MINUTES),
+                                       "EDGE_ALERT_TARGET": alert_inbox.url})
     try:
         instance.reset()  # runs from an earlier session would change what a backfill creates
         instance.start()

@@ -75,14 +75,14 @@ def admin(stack_env) -> AmlDoubleAdmin:
 
 
 @pytest.fixture(scope="session")
-def side_by_side_group(airflow, battery, admin, stack_env, registry) -> SideBySideGroup:
+def side_by_side_group(airflow, battery, admin, stack_env, registry, alert_inbox) -> SideBySideGroup:
     """The selected side-by-side cases, started together; they share one AML client (the SDK's clients
     are safe across threads) and give the edge_vm pool its slots back when the last one ends."""
     from edge_training.hooks.azureml import AzureMLHook
 
     hook = AzureMLHook(azureml_conn_id="azureml_default")
     fixtures = {"airflow": airflow, "battery": battery, "admin": admin, "stack_env": stack_env,
-                "registry": registry, "ml_client": hook.get_conn()}
+                "registry": registry, "ml_client": hook.get_conn(), "alert_inbox": alert_inbox}
     group = SideBySideGroup(SELECTED, fixtures, airflow, on_finish=hook.close)
     STARTED_GROUP.append(group)
     try:
