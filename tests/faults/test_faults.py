@@ -321,11 +321,21 @@ def log_line_numbers(log: str, job: str) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def airflow_components_killed(side_by_side_group, airflow, admin, ml_client) -> dict:
+def airflow_components_killed(side_by_side_group, airflow, admin) -> dict:
     """Two runs with their jobs working on the VM, then the triggerer SIGKILLed mid-wait and, 5 s later, the
     scheduler SIGKILLed mid-run, and both restarted. The two cases below share this one crash (each run
     rides out both kills), so the battery pays for one wait instead of two."""
+    from edge_training.hooks.azureml import AzureMLHook
+
     side_by_side_group.finish()  # alone: the side-by-side cases must not see these crashes
+    hook = AzureMLHook(azureml_conn_id="azureml_default")  # its own: the per-test ml_client is too short-lived
+    try:
+        return _kill_components_mid_run(airflow, admin, hook.get_conn())
+    finally:
+        hook.close()
+
+
+def _kill_components_mid_run(airflow, admin, ml_client) -> dict:
     since = time.time()
     dates = {"triggerer": "2026-11-13", "scheduler": "2026-11-14"}
     with slow_runs(airflow, admin, {date: LOGGED_HOLD_S for date in dates.values()}) as runs:

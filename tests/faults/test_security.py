@@ -52,8 +52,14 @@ def hits(text: str, secrets: dict[str, list[str]], where: str) -> list[str]:
     return [f"{name} in {where}" for name, forms in secrets.items() if any(f and f in text for f in forms)]
 
 
+def task_log_files(airflow, run_id: str, task_id: str, attempt: int) -> list[Path]:
+    folder = airflow.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}"
+    return sorted(folder.glob(f"attempt={attempt}.log*"))
+
+
 def airflow_surfaces(airflow) -> dict[str, str]:
-    """Task logs (every try), XCom values and rendered templates of every run of the DAG."""
+    """Task logs (every try, through the API and every log file of the Airflow, triggerer's included), XCom
+    values and rendered templates of every run of the DAG."""
     texts: dict[str, str] = {}
     runs = airflow.api("GET", f"/dags/{DAG_ID}/dagRuns?limit=500")["dag_runs"]
     for run in runs:
@@ -62,13 +68,21 @@ def airflow_surfaces(airflow) -> dict[str, str]:
             where = f"{run['dag_run_id']}/{ti['task_id']}"
             texts[f"rendered templates of {where}"] = json.dumps(ti.get("rendered_fields") or {})
             for attempt in range(1, (ti.get("try_number") or 0) + 1):
-                texts[f"task log of {where} try {attempt}"] = airflow.task_log(DAG_ID, run["dag_run_id"],
-                                                                               ti["task_id"], attempt)
+                try:
+                    texts[f"task log of {where} try {attempt}"] = airflow.task_log(DAG_ID, run["dag_run_id"],
+                                                                                   ti["task_id"], attempt)
+                except urllib.error.HTTPError as err:
+                    # Seen for an earlier try of a task whose process the worker-kill case SIGKILLed: the
+                    # API answers 404 while the try's log file exists; that file is read below, with the rest.
+                    if err.code != 404 or not task_log_files(airflow, run["dag_run_id"], ti["task_id"], attempt):
+                        raise
             entries = airflow.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{ti['task_id']}"
                                          "/xcomEntries")["xcom_entries"]
             for entry in entries:
                 value = airflow.xcom(DAG_ID, run["dag_run_id"], ti["task_id"], entry["key"])
                 texts[f"XCom {entry['key']} of {where}"] = json.dumps(value)
+    for path in sorted((airflow.home / "logs").rglob("*.log")):
+        texts[f"log file {path.relative_to(airflow.home)}"] = path.read_text(errors="replace")
     return texts
 
 
