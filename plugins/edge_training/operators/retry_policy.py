@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import RetryAction, RetryDecision, RetryPolicy
 
+from edge_training.retry import TRANSIENT_HTTP_STATUSES
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
@@ -69,7 +71,7 @@ RULES: tuple[Rule, ...] = (
             "builtins.ConnectionError",
             "builtins.TimeoutError",
         ),
-        http_statuses=frozenset({408, 429, 500, 502, 503, 504}),
+        http_statuses=TRANSIENT_HTTP_STATUSES,
     ),
     Rule(
         RetryAction.FAIL,
