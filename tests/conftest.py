@@ -15,9 +15,6 @@ REPO = Path(__file__).resolve().parent.parent
 TRAINING_TASK_TIMEOUT_MINUTES = 2
 #: Runs of the DAG active at once in the tests' Airflow: the battery runs its side-by-side cases together.
 MAX_ACTIVE_RUNS = 24
-#: Minutes after a run is queued when the tests' Airflow reports it late (the battery's deadline case
-#: keeps one run working longer; any other run that slow is reported too, to the inbox, harmlessly).
-RUN_DEADLINE_MINUTES = 3
 #: The tests' Airflow's metadata database on the stack's Postgres (devstack/scale.py).
 E2E_DATABASE = "airflow_e2e"
 
@@ -76,7 +73,6 @@ def airflow(stack_env, alert_inbox):
                             sql_alchemy_conn=scale.database(E2E_DATABASE),
                             extra_env={"EDGE_TRAINING_TASK_TIMEOUT_MINUTES": str(TRAINING_TASK_TIMEOUT_MINUTES),
                                        "EDGE_TRAINING_MAX_ACTIVE_RUNS": str(MAX_ACTIVE_RUNS),
-                                       "EDGE_RUN_DEADLINE_MINUTES": str(RUN_DEADLINE_MINUTES),
                                        "EDGE_ALERT_TARGET": alert_inbox.url})
     try:
         instance.reset()  # runs from an earlier session would change what a backfill creates

@@ -404,14 +404,35 @@ def _redacted(value: Any) -> Any:
 
 def run_deadline(minutes: float, *, job_link_tasks: Sequence[str] = ()) -> DeadlineAlert | None:
     """The run's deadline: it must finish ``minutes`` after it was queued, or EdgeAlertNotifier reports
-    it from the triggerer. None when ``minutes`` is 0 (no deadline)."""
+    it from the triggerer. None when ``minutes`` is 0 (no deadline).
+
+    Refused for now: on Airflow 3.3.2, clearing any task of a run that carries a ``DAGRUN_QUEUED_AT``
+    deadline fails (HTTP 500; ``_recalculate_dagrun_queued_at_deadlines`` reads the stored interval as
+    seconds and finds a dict), and the fault battery saw a marked-failed deferred task keep its AML job
+    running while deadline callbacks ran in the triggerer. A deadline that breaks clear and cancel is
+    worse than none, so a non-zero setting is an import error that says so.
+    """
     if minutes < 0:
         raise ValueError(f"run deadline must be >= 0 minutes (0: none), found {minutes:g}")
     if minutes == 0:
         return None
+    if not QUEUED_AT_DEADLINES_SAFE:
+        raise DeadlineUnavailableError(
+            f"EDGE_RUN_DEADLINE_MINUTES={minutes:g}: run deadlines are disabled on this Airflow; with a "
+            "DAGRUN_QUEUED_AT deadline, Airflow 3.3.2 answers HTTP 500 to clearing a task of the run "
+            "(TypeError in _recalculate_dagrun_queued_at_deadlines). Set it to 0 (the default)."
+        )
     return DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=timedelta(minutes=minutes),
         callback=AsyncCallback(EdgeAlertNotifier, kwargs={"job_link_tasks": list(job_link_tasks)}),
         name="edge_run_deadline",
     )
+
+
+#: Whether this Airflow can clear runs that carry a queued-at deadline (see ``run_deadline``).
+QUEUED_AT_DEADLINES_SAFE = False
+
+
+class DeadlineUnavailableError(ValueError):
+    """A run deadline was asked for where it would break clearing runs."""
