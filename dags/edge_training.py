@@ -26,6 +26,10 @@ Backfill historical partitions with
 `airflow backfill create --dag-id edge_training --from-date 2026-11-01 --to-date 2026-11-07`.
 Trigger one partition by hand with the `partition` param (`YYYY-MM-DD`).
 
+Lineage: with the Airflow OpenLineage provider configured, the tasks' events name the partition (with its
+fingerprint) as the input, and the model version and the image (by digest) as the outputs; the AML job gets
+the submitting task's OpenLineage run as `OPENLINEAGE_PARENT_*` variables.
+
 Failures: refused credentials and invalid requests fail a task at once; throttling and transient service
 errors are retried with exponential backoff (`edge_training.operators.retry_policy`). A task that fails for
 good is reported to `EDGE_ALERT_TARGET` (the log, a webhook or email) with the partition, the task, the
@@ -242,6 +246,8 @@ with DAG(
         data_fingerprint=validate_partition.output["fingerprint"],
         git_commit="{{ git_commit() }}",
         training_environment="{{ params.environment }}",
+        # The partition the model was trained on: the input of this task's lineage (OpenLineage provider).
+        training_data=validate_partition.output,
         outlets=[MODEL_ASSET, MODEL_ALIAS],
         # Two runs of one partition (a manual run beside a backfill) must not both register: with one
         # slot, the look-up by job tag and the registration happen as one step.

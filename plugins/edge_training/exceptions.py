@@ -88,6 +88,11 @@ class ModelOutputError(AzureMLError, InvalidInputError):
     """A finished job's output lacks a file the next step needs, or holds it unreadable (not retried)."""
 
 
+class AzureMLJobExistsError(AzureMLError):
+    """AML refused to create a job because one of that name exists (HTTP 409): another run submitted it
+    between this run's look and its request. The caller looks again and follows that job."""
+
+
 class AzureMLJobFailedError(AzureMLError):
     """The Azure ML job ended Failed, Canceled or NotResponding."""
 

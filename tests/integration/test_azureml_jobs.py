@@ -155,6 +155,30 @@ def test_second_execution_attaches_to_the_running_job(code_dir, hook):
         hook.cancel_job(name)
 
 
+def test_a_name_another_spec_holds_is_refused_as_an_existing_job(code_dir, hook):
+    """Two runs of a partition that both submit (the second with its own run's OpenLineage ids): the double,
+    like AML, refuses a different spec under an existing name with 409, and the hook names that."""
+    import dataclasses
+
+    from edge_training.exceptions import AzureMLJobExistsError
+    from edge_training.hooks.azureml import CommandJobSpec
+
+    name = build_job_name(DAG_ID, PARTITION, unique_fingerprint())
+    spec = CommandJobSpec(command=job_command(lines=1, pause=0.1), environment=os.environ["EDGE_AML_ENVIRONMENT"],
+                          compute=os.environ["EDGE_AML_COMPUTE"], code=code_dir, outputs={"model": None},
+                          environment_variables={"OPENLINEAGE_PARENT_RUN_ID": "run-of-the-first"})
+    hook.submit_command_job(name, spec)
+    try:
+        assert hook.submit_command_job(name, spec).name == name  # the same spec: the same job
+        other = dataclasses.replace(spec, environment_variables={"OPENLINEAGE_PARENT_RUN_ID": "run-of-the-second"})
+        with pytest.raises(AzureMLJobExistsError, match=r"already exists .* with another spec \(HTTP 409\)"):
+            hook.submit_command_job(name, other)
+        assert jobs_named(hook, name) == [name]
+        assert hook.client.jobs.get(name).environment_variables == {"OPENLINEAGE_PARENT_RUN_ID": "run-of-the-first"}
+    finally:
+        hook.cancel_job(name)
+
+
 CHILD = """
 import json, sys
 from airflow.sdk import DAG

@@ -80,6 +80,7 @@ def test_complete_partition_summary_fingerprint_and_manifest(container):
         (name, len(body), hashlib.md5(body).digest(), None) for name, body in sorted(files.items())
     )[0]
     assert summary == {
+        "account_host": "edgedata.blob.local.azurestack.external",
         "container": "training",
         "prefix": prefix,
         "file_count": 3,

@@ -86,6 +86,8 @@ _IMPORT_PROBE = textwrap.dedent(
     import importlib, json, logging, pkgutil, sys
     # What the package's modules import anyway, so the loggers they create exist before the snapshot.
     import airflow.sdk, azure.core.pipeline.policies, azure.identity, azure.storage.blob  # noqa: F401
+    # (openlineage.client sets a filter on a logger of its own when imported: its doing, not the package's.)
+    import openlineage.client  # noqa: F401
 
     def snapshot():
         manager = logging.Logger.manager

@@ -29,10 +29,9 @@ from airflow.sdk import DAG
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 from airflow.sdk.exceptions import DownstreamTasksSkipped, TaskDeferralTimeout, TaskDeferred
 from airflow.sdk.execution_time.context import OutletEventAccessors
-from azure.core.exceptions import ResourceExistsError
-
 from edge_training.exceptions import (
     AzureMLError,
+    AzureMLJobExistsError,
     AzureMLJobFailedError,
     AzureMLJobTimeoutError,
     EvaluationGateError,
@@ -70,6 +69,7 @@ WORKSPACE = "edge-ws"
 RESOURCE_GROUP = "edge-rg"
 WSID = (f"/subscriptions/sub-1/resourceGroups/{RESOURCE_GROUP}"
         f"/providers/Microsoft.MachineLearningServices/workspaces/{WORKSPACE}")
+WORKSPACE_URI = f"azureml://subscriptions/sub-1/resourcegroups/{RESOURCE_GROUP}/workspaces/{WORKSPACE}"
 LOG_FILE = "user_logs/std_log.txt"
 
 DAG_ID = "edge_training"
@@ -304,8 +304,11 @@ class FakeAzureMLHook:
             # AML's contract: the same spec under the same name answers with the existing job (display
             # fields may change); another spec is refused. A name never gives two jobs.
             differs = [k for k in IMMUTABLE_JOB_FIELDS if existing.spec.get(k) != recorded[k]]
-            if differs:
-                raise ResourceExistsError(f"Job {name!r} already exists with a different spec (differs in: {differs})")
+            if differs:  # the real hook names AML's 409 so
+                raise AzureMLJobExistsError(
+                    f"AML job {name!r} already exists in workspace {WORKSPACE!r} with another spec (HTTP 409): "
+                    f"differs in {differs}"
+                )
             existing.spec.update(display_name=recorded["display_name"], description=spec.description)
             existing.tags = str_tags or existing.tags
             return ws.state(existing)
@@ -406,11 +409,14 @@ class FakeAzureMLHook:
     def model_studio_url(self, name: str, version: str) -> str:
         return f"https://ml.azure.com/model/{name}:{version}/details?wsid={WSID}"
 
+    def workspace_uri(self) -> str:
+        return WORKSPACE_URI
+
 
 FAKED_METHODS = (
     "__init__", "close", "get_compute_kind", "find_job", "get_job", "submit_command_job", "cancel_job",
     "get_run_info", "read_log", "list_outputs", "read_job_metrics", "list_model_versions", "find_model_by_tag",
-    "register_model", "model_studio_url",
+    "register_model", "model_studio_url", "workspace_uri",
 )
 
 
@@ -979,7 +985,7 @@ def test_register_creates_the_next_version_tagged_with_its_lineage(workspace):
     }
     studio_url = f"https://ml.azure.com/model/{MODEL}:2/details?wsid={WSID}"
     assert result == {"name": MODEL, "version": "2", "uri": f"azureml://models/{MODEL}/versions/2",
-                      "job_name": TRAIN_JOB, "studio_url": studio_url, "created": True}
+                      "workspace": WORKSPACE_URI, "job_name": TRAIN_JOB, "studio_url": studio_url, "created": True}
     assert ctx["ti"].xcoms["azureml_model_url"] == studio_url
     event = ctx["outlet_events"][model_asset(MODEL)]
     assert event.extra == {"model_name": MODEL, "model_version": "2", "model_uri": result["uri"],

@@ -686,6 +686,7 @@ def test_complete_partition_is_summarised_fingerprinted_and_manifested(storage):
     parts = [(p, blobs[PREFIX + p]) for p in PARTS]
     fingerprint, count, size = fingerprint_entries((p, len(b.data), b.content_md5, b.etag) for p, b in parts)
     assert summary == {
+        "account_host": BLOB_HOST,
         "container": CONTAINER,
         "prefix": PREFIX,
         "file_count": 3,

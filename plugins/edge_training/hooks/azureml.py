@@ -25,6 +25,7 @@ from airflow.sdk import BaseHook
 from edge_training.exceptions import (
     AzureMLConnectionError,
     AzureMLError,
+    AzureMLJobExistsError,
     AzureMLTransientError,
     ModelOutputError,
     ModelRegistrationError,
@@ -465,8 +466,18 @@ class AzureMLHook(BaseHook):
             environment_variables={str(k): str(v) for k, v in spec.environment_variables.items()},
             **optional,
         )
-        with self._translated(f"Submitting AML job {name!r}"), self._storage_trust():
-            created = self.client.jobs.create_or_update(job)
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            with self._translated(f"Submitting AML job {name!r}"), self._storage_trust():
+                created = self.client.jobs.create_or_update(job)
+        except ResourceExistsError as err:
+            # A job of this name exists with another spec (AML keeps a job's spec immutable): someone
+            # submitted it since the caller looked. Named, so the caller can follow that job instead.
+            raise AzureMLJobExistsError(
+                f"AML job {name!r} already exists in workspace {self.config.workspace_name!r} with another "
+                f"spec (HTTP 409): {err.message}"
+            ) from err
         self.log.info("Submitted AML job %s (status %s)", created.name, _status_text(created.status))
         return self._job_state(created)
 
@@ -686,6 +697,15 @@ class AzureMLHook(BaseHook):
         with self._translated(f"Updating tags of AML model {name}:{version}"):
             updated = self.client.models.create_or_update(model)
         return dict(updated.tags or {})
+
+    def workspace_uri(self) -> str:
+        """The workspace as a URI (``azureml://subscriptions/<id>/resourcegroups/<group>/workspaces/<name>``):
+        the namespace under which its models are named for lineage (``.../models/<name>/versions/<v>``)."""
+        cfg = self.config
+        return (
+            f"azureml://subscriptions/{cfg.subscription_id}/resourcegroups/{cfg.resource_group}"
+            f"/workspaces/{cfg.workspace_name}"
+        )
 
     def model_studio_url(self, name: str, version: str) -> str:
         """The model version's page in AML studio (portal from the cloud, workspace from the connection)."""

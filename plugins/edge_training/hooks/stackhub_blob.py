@@ -622,7 +622,9 @@ class StackHubBlobHook(BaseHook):
             else:  # an already-rendered prefix: take the date from its date=YYYY-MM-DD segment, if any
                 found = date_in_prefix(prefix)
                 pdate = found.isoformat() if found else None
+            host = urlsplit(self.get_conn().url).hostname
             summary = {
+                "account_host": host,
                 "container": container,
                 "prefix": prefix,
                 "file_count": scan.file_count,
@@ -633,7 +635,6 @@ class StackHubBlobHook(BaseHook):
                 "manifest": None,
             }
             if spec.manifest_name is not None:
-                host = urlsplit(self.get_conn().url).hostname
                 head = {
                     "manifest_version": 1,
                     "account_host": host,

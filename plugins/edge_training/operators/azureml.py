@@ -16,6 +16,7 @@ from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
 from edge_training.exceptions import (
     AzureMLError,
+    AzureMLJobExistsError,
     AzureMLJobFailedError,
     AzureMLJobTimeoutError,
     ModelRegistrationError,
@@ -105,7 +106,9 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
     :param description: the job's description (templated).
     :param tags: more job tags, over the lineage tags the operator sets (dag_id, task_id, run_id,
         partition, data_fingerprint) (templated).
-    :param environment_variables: environment variables of the job (templated).
+    :param environment_variables: environment variables of the job (templated). With the OpenLineage
+        provider installed and enabled, a new job also gets ``OPENLINEAGE_PARENT_ID`` and the like, naming
+        this task's run (see ``edge_training.openlineage_facets.parent_run_env``); these win over them.
     :param azureml_conn_id: Airflow connection of the AML workspace.
     :param deferrable: wait in the triggerer, not the worker; None: ``[operators] default_deferrable``
         (templated, a bool).
@@ -249,8 +252,25 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
             display_name=self.display_name,
             description=self.description,
             tags=self._tags(context),
-            environment_variables=self.environment_variables,
+            # The job's own lineage can name this task's run as its parent; the DAG's variables win.
+            environment_variables={**self._openlineage_env(context), **self.environment_variables},
         )
+
+    def _openlineage_env(self, context: Context) -> dict[str, str]:
+        """OPENLINEAGE_PARENT_* variables naming this task's run, when the OpenLineage provider is installed
+        and enabled for the task; nothing otherwise. Never fails the submission."""
+        ti = context.get("ti")
+        if ti is None:
+            return {}
+        try:
+            from edge_training.openlineage_facets import parent_run_env
+        except ImportError:
+            return {}
+        try:
+            return parent_run_env(ti, self)
+        except Exception as err:  # noqa: BLE001 - lineage must not cost a training
+            self.log.warning("Could not build the OpenLineage parent identifiers for the AML job: %s", err)
+            return {}
 
     def _job_deadline(self, job: JobState) -> float | None:
         """Job timeout counted from the job's creation, so a retry does not extend it."""
@@ -330,7 +350,15 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
             job = self.hook.find_job(name)
             if job is None:
                 self.log.info("Submitting AML job %s (attempt %d) on compute %s", name, attempt, self.compute)
-                return self.hook.submit_command_job(name, self.job_spec(context)).name
+                try:
+                    return self.hook.submit_command_job(name, self.job_spec(context)).name
+                except AzureMLJobExistsError as err:
+                    # Another run of the partition (a manual run beside a backfill) submitted this name
+                    # since the look above, with its own run's tags and lineage identifiers: follow it.
+                    job = self.hook.find_job(name)
+                    if job is None:
+                        raise
+                    self.log.info("%s; another run submitted it meanwhile: following it", err)
             if job.status in IN_PROGRESS_STATUSES:
                 self.log.info("AML job %s is already %s: attaching to it instead of submitting", name, job.status)
                 return name
@@ -456,6 +484,8 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
 
 # --- model registration --------------------------------------------------------------------------
 MODEL_URI_PREFIX = "azureml://models/"
+#: What AzureMLRegisterModelOperator needs of ``training_data`` (StackHubPartitionOperator's result).
+TRAINING_DATA_KEYS = ("account_host", "container", "prefix", "fingerprint")
 
 
 def model_asset(model_name: str) -> Asset:
@@ -474,7 +504,9 @@ class AzureMLRegisterModelOperator(BaseOperator):
     version and partition (and the run's partition key), so a deployment DAG can be scheduled on it;
     when the rendered ``model_name`` has no static outlet, an ``AssetAlias`` outlet carries the event.
 
-    Returns ``{name, version, uri, job_name, studio_url, created}``.
+    Returns ``{name, version, uri, workspace, job_name, studio_url, created}`` (``workspace``:
+    ``azureml://subscriptions/<id>/resourcegroups/<group>/workspaces/<name>``). With the OpenLineage
+    provider, the model version is the task's output dataset and ``training_data``, when given, its input.
 
     :param job_name: the Completed AML job whose output is registered (templated).
     :param model_name: AML model name; also names the default outlet (templated).
@@ -489,6 +521,9 @@ class AzureMLRegisterModelOperator(BaseOperator):
     :param metrics_file: file name of the metrics JSON in ``model_output``.
     :param description: the model's description; None: names the job and the partition (templated).
     :param extra_tags: more tags, over the lineage tags (templated).
+    :param training_data: the partition the model was trained on, as ``StackHubPartitionOperator`` returns
+        it (e.g. its task's ``.output``): the input dataset of this task's OpenLineage events; None: no
+        input is reported (templated, a dict).
     :param azureml_conn_id: Airflow connection of the AML workspace.
     """
 
@@ -503,8 +538,9 @@ class AzureMLRegisterModelOperator(BaseOperator):
         "description",
         "extra_tags",
         "metrics",
+        "training_data",
     )
-    template_fields_renderers = {"extra_tags": "json", "metrics": "json"}
+    template_fields_renderers = {"extra_tags": "json", "metrics": "json", "training_data": "json"}
     operator_extra_links = (AzureMLModelLink(),)
     ui_color = "#d9ead3"
 
@@ -522,12 +558,14 @@ class AzureMLRegisterModelOperator(BaseOperator):
         metrics_file: str = "metrics.json",
         description: str | None = None,
         extra_tags: Mapping[str, Any] | None = None,
+        training_data: Mapping[str, Any] | None = None,
         azureml_conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.job_name = job_name
         self.model_name = model_name
+        self.training_data = training_data
         self.partition = partition
         self.data_fingerprint = data_fingerprint
         self.git_commit = git_commit
@@ -556,6 +594,8 @@ class AzureMLRegisterModelOperator(BaseOperator):
         return AzureMLHook(azureml_conn_id=self.azureml_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        if self.training_data is not None:
+            self.training_data = mapping(self, "training_data", self.training_data, keys=TRAINING_DATA_KEYS)
         with self.hook as hook:
             job = hook.get_job(self.job_name)
             if job.status != STATUS_COMPLETED:
@@ -594,17 +634,27 @@ class AzureMLRegisterModelOperator(BaseOperator):
                 )
                 created = True
             studio_url = hook.model_studio_url(self.model_name, str(model.version))
+            workspace = hook.workspace_uri()
         AzureMLModelLink.persist(context, studio_url)
         result = {
             "name": self.model_name,
             "version": str(model.version),
             "uri": f"azureml://models/{self.model_name}/versions/{model.version}",
+            "workspace": workspace,
             "job_name": self.job_name,
             "studio_url": studio_url,
             "created": created,
         }
         self._emit_asset_events(context, result)
+        self._result = result
         return result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """For the OpenLineage provider: the model version out, the training partition in (when given)."""
+        from edge_training.openlineage_facets import model_version_lineage
+
+        result = getattr(self, "_result", None) or task_instance.xcom_pull(task_ids=self.task_id)
+        return model_version_lineage(result, training_data=self.training_data)
 
     def _emit_asset_events(self, context: Context, result: Mapping[str, Any]) -> None:
         """An event for the model's asset: on a static outlet that is this model's asset (with the run's

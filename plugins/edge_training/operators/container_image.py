@@ -223,6 +223,7 @@ class ModelImagePushOperator(BaseOperator):
     model version's tag ``model_tag``.
 
     Returns (XCom): {"image": "registry/repo@sha256:...", "tags": [...], "digest": ..., "reused": bool}.
+    With the OpenLineage provider, the image (by digest) is the task's output dataset.
 
     :param build_result: the build operator's return value (e.g. ``build_task.output``) (templated, a dict).
     :param docker_conn_id: connection of the Docker host holding the built image.
@@ -325,9 +326,16 @@ class ModelImagePushOperator(BaseOperator):
                 aml.update_model_tags(build["model_name"], build["model_version"], {self.model_tag: image})
             self.log.info("Tagged AML model %s:%s with %s=%s", build["model_name"], build["model_version"],
                           self.model_tag, image)
-        return {
+        self._result = {
             "image": image,
             "tags": [f"{repository_ref}:{t}" for t in tags],
             "digest": digest,
             "reused": reused,
         }
+        return self._result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """For the OpenLineage provider: the pushed image, named by its digest, as the output."""
+        from edge_training.openlineage_facets import image_lineage
+
+        return image_lineage(getattr(self, "_result", None) or task_instance.xcom_pull(task_ids=self.task_id))

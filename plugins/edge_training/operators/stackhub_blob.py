@@ -32,8 +32,9 @@ class StackHubPartitionOperator(BaseOperator):
     run's key (``{{ dag_run.partition_key }}``), mapped to a date by :mod:`edge_training.partitions`.
     Without a key, ``prefix`` must be the rendered folder itself.
 
-    Returns ``{container, prefix, file_count, bytes, fingerprint, data_uri, partition_date,
-    manifest}``; the manifest JSON stays on the Stack Hub account, beside the data.
+    Returns ``{account_host, container, prefix, file_count, bytes, fingerprint, data_uri, partition_date,
+    manifest}``; the manifest JSON stays on the Stack Hub account, beside the data. With the OpenLineage
+    provider, the partition is the task's input dataset (``edge_training.openlineage_facets``).
     ``partition_date`` comes from ``partition_key``, else from the prefix's ``date=YYYY-MM-DD`` segment.
     ``wasb_conn_id`` is an alias of ``stackhub_conn_id``.
 
@@ -205,4 +206,12 @@ class StackHubPartitionOperator(BaseOperator):
             summary["bytes"],
             summary["fingerprint"],
         )
+        self._summary = summary
         return summary
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """For the OpenLineage provider: the validated partition, with its fingerprint, as the input."""
+        from edge_training.openlineage_facets import partition_lineage
+
+        summary = getattr(self, "_summary", None) or task_instance.xcom_pull(task_ids=self.task_id)
+        return partition_lineage(summary)
