@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,9 @@ TRAINING_TASK_TIMEOUT_MINUTES = 2
 MAX_ACTIVE_RUNS = 24
 #: The tests' Airflow's metadata database on the stack's Postgres (devstack/scale.py).
 E2E_DATABASE = "airflow_e2e"
+#: The OpenLineage namespace of the tests' Airflow; its events go to files in its home's OPENLINEAGE_DIR.
+OPENLINEAGE_NAMESPACE = "edge-e2e"
+OPENLINEAGE_DIR = "openlineage"
 
 os.environ.setdefault("AIRFLOW_HOME", str(REPO / ".devstack" / "airflow"))
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
@@ -74,8 +79,20 @@ def airflow(stack_env, alert_inbox):
                             extra_env={"EDGE_TRAINING_TASK_TIMEOUT_MINUTES": str(TRAINING_TASK_TIMEOUT_MINUTES),
                                        "EDGE_TRAINING_MAX_ACTIVE_RUNS": str(MAX_ACTIVE_RUNS),
                                        "EDGE_ALERT_TARGET": alert_inbox.url})
+    # OpenLineage through the provider's file transport: one file per event (append=False), so events
+    # that workers, the triggerer and the scheduler write at once never interleave; emitted from a thread
+    # in the task process (execute_in_thread), not a fork of it.
+    events = instance.home / OPENLINEAGE_DIR
+    instance.extra_env.update({
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": OPENLINEAGE_NAMESPACE,
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+            {"type": "file", "log_file_path": str(events / "event"), "append": False}),
+        "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "True",
+    })
     try:
         instance.reset()  # runs from an earlier session would change what a backfill creates
+        shutil.rmtree(events, ignore_errors=True)  # and so would their lineage
+        events.mkdir(parents=True)
         instance.start()
         instance.wait_dag_parsed("edge_training")
         yield instance

@@ -1,7 +1,8 @@
 """The edge_training DAG end to end through a real scheduler, on the local edge stack.
 
 Every effect is checked at its source: the job in the AML double, the model version and its tags,
-the manifest in Stack Hub blob storage, and the image digest in the registry.
+the manifest in Stack Hub blob storage, the image digest in the registry, and the OpenLineage events the
+provider wrote (the tests' Airflow sends them to files, tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import json
 import random
 import time
+from urllib.parse import urlsplit
+
+import pytest
 
 from devstack.aml.admin import AmlDoubleAdmin
 from devstack.seed import delete_partition, seed_partition
@@ -19,6 +23,7 @@ from tests.e2e.support import (
     backfill_runs,
     jobs_for_partition,
     model_versions_for_partition,
+    openlineage_task_events,
     partition_key,
     run_to_completion,
     stackhub_container,
@@ -35,8 +40,16 @@ POOL_SLOTS = 2  # LocalAirflow's edge_vm pool
 JOB_SECONDS = 15
 
 
-def test_one_partition_trains_registers_and_ships_an_image(airflow, ml_client, registry, stack_env):
-    run_id, run, tis = run_to_completion(airflow, ONE_PARTITION)
+@pytest.fixture(scope="module")
+def one_partition_run(airflow):
+    """One run of ONE_PARTITION through the scheduler: (run id, run, task instances). The happy path and
+    the lineage test look at the same run."""
+    return run_to_completion(airflow, ONE_PARTITION)
+
+
+def test_one_partition_trains_registers_and_ships_an_image(airflow, ml_client, registry, stack_env,
+                                                           one_partition_run):
+    run_id, run, tis = one_partition_run
     states = {t: ti["state"] for t, ti in tis.items()}
     assert run["state"] == "success", states
     assert set(states.values()) == {"success"}, states
@@ -82,6 +95,62 @@ def test_one_partition_trains_registers_and_ships_an_image(airflow, ml_client, r
     assert job.name in log and "train.py" in log, log[-3000:]
     links = airflow.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/submit_training/links")
     assert any(job.name in (url or "") for url in links["extra_links"].values()), links
+
+
+def test_the_runs_openlineage_events_name_the_partition_the_model_version_and_the_image(
+    airflow, ml_client, registry, stack_env, one_partition_run
+):
+    """The COMPLETE events of the run's tasks name exactly three datasets: the Stack Hub partition (with the
+    run's fingerprint), the AML model version and the image (the registry's digest). The AML job, if this
+    run submitted it, names this run's submit_training as its OpenLineage parent."""
+    from tests.conftest import OPENLINEAGE_NAMESPACE
+
+    run_id, run, tis = one_partition_run
+    assert run["state"] == "success", {t: ti["state"] for t, ti in tis.items()}
+    partition = airflow.xcom(DAG_ID, run_id, "validate_partition")
+    model = airflow.xcom(DAG_ID, run_id, "register_model")
+    image = airflow.xcom(DAG_ID, run_id, "push_image")
+    summary = airflow.xcom(DAG_ID, run_id, "summary")
+
+    events = openlineage_task_events(airflow, run_id, until_complete=set(tis))
+    complete = [e for e in events if e["eventType"] == "COMPLETE"]
+    assert {e["job"]["name"] for e in complete} == {f"{DAG_ID}.{t}" for t in tis}
+    assert {e["job"]["namespace"] for e in events} == {OPENLINEAGE_NAMESPACE}
+
+    # The names, built here from the stack's own settings, not from the code under test.
+    conn = dict(part.split("=", 1) for part in stack_env["EDGE_STACKHUB_CONNECTION_STRING"].split(";") if part)
+    account_host = f"{conn['AccountName']}.blob.{conn['EndpointSuffix'].split(':')[0]}"
+    partition_ds = (f"wasbs://training@{account_host}", f"telemetry/date={ONE_PARTITION}")
+    workspace = (f"azureml://subscriptions/{ml_client.subscription_id}/resourcegroups/"
+                 f"{ml_client.resource_group_name}/workspaces/{ml_client.workspace_name}")
+    model_ds = (workspace, f"models/{MODEL_NAME}/versions/{model['version']}")
+    registry_host = urlsplit(registry.base).netloc
+    digest = registry.digest(MODEL_NAME, model["version"])
+    image_ds = (f"oci://{registry_host}", f"{MODEL_NAME}@{digest}")
+
+    datasets = {(d["namespace"], d["name"]): d for e in complete for d in e["inputs"] + e["outputs"]}
+    assert set(datasets) == {partition_ds, model_ds, image_ds}, sorted(datasets)
+    by_task = {e["job"]["name"].split(".", 1)[1]: e for e in complete}
+    assert [(d["namespace"], d["name"]) for d in by_task["validate_partition"]["inputs"]] == [partition_ds]
+    assert [(d["namespace"], d["name"]) for d in by_task["register_model"]["inputs"]] == [partition_ds]
+    assert [(d["namespace"], d["name"]) for d in by_task["register_model"]["outputs"]] == [model_ds]
+    assert [(d["namespace"], d["name"]) for d in by_task["push_image"]["outputs"]] == [image_ds]
+    partition_facets = datasets[partition_ds]["facets"]
+    assert partition_facets["edgeTraining_partition"]["fingerprint"] == partition["fingerprint"]
+    assert partition_facets["version"]["datasetVersion"] == partition["fingerprint"] == summary["data_fingerprint"]
+    assert datasets[model_ds]["facets"]["version"]["datasetVersion"] == model["version"]
+    assert datasets[image_ds]["facets"]["version"]["datasetVersion"] == image["digest"] == digest
+
+    # The AML job's parent: this run's submit_training (a job reused from an earlier session names that one).
+    job = ml_client.jobs.get(summary["aml_job"])
+    if job.tags.get("run_id") == run_id:
+        env = job.environment_variables or {}
+        submit_runs = {e["run"]["runId"] for e in events if e["job"]["name"] == f"{DAG_ID}.submit_training"}
+        dag_run_ids = {e["run"]["facets"]["parent"]["run"]["runId"] for e in events}
+        assert env.get("OPENLINEAGE_PARENT_RUN_ID") in submit_runs, env
+        assert env["OPENLINEAGE_PARENT_ID"] == (
+            f"{OPENLINEAGE_NAMESPACE}/{DAG_ID}.submit_training/{env['OPENLINEAGE_PARENT_RUN_ID']}")
+        assert env["OPENLINEAGE_ROOT_PARENT_ID"].rsplit("/", 1)[1] in dag_run_ids, env
 
 
 def test_a_second_run_of_the_same_partition_duplicates_nothing(airflow, ml_client, registry):
