@@ -89,8 +89,8 @@ class ModelOutputError(AzureMLError, InvalidInputError):
 
 
 class AzureMLJobExistsError(AzureMLError):
-    """AML refused to create a job because one of that name exists (HTTP 409): another run submitted it
-    between this run's look and its request. The caller looks again and follows that job."""
+    """AML refused to create a job while one of that name exists (HTTP 409, or 400): another run submitted
+    it between this run's look and its request. The caller looks again and follows that job."""
 
 
 class AzureMLJobFailedError(AzureMLError):

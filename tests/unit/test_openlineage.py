@@ -349,6 +349,56 @@ def test_a_job_another_run_submitted_meanwhile_is_followed_not_refused(workspace
     assert list(workspace.jobs) == [name] and workspace.jobs[name].tags == {"run_id": aml.RERUN_ID}
 
 
+class _Refusal:
+    """The parts of an azure-core response an HttpResponseError reads."""
+
+    def __init__(self, status: int) -> None:
+        self.status_code, self.reason, self.headers, self.content_type = status, "", {}, "application/json"
+
+    def text(self, encoding: str | None = None) -> str:
+        return ""
+
+    def body(self) -> bytes:
+        return b""
+
+
+@pytest.mark.parametrize("status", [409, 400])
+@pytest.mark.parametrize("job_exists", [True, False])
+def test_the_hook_names_a_refused_submission_of_a_taken_name(status, job_exists):
+    """The real hook on an SDK client whose PUT is refused: while a job of the name exists, that is the
+    name being taken (AzureMLJobExistsError, which the operator follows); otherwise the SDK's own error."""
+    from airflow.sdk import Connection
+    from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+
+    from edge_training.exceptions import AzureMLJobExistsError
+    from edge_training.hooks.azureml import AzureMLHook, CommandJobSpec
+
+    error_type = ResourceExistsError if status == 409 else HttpResponseError
+    existing = SimpleNamespace(name="job-1", status="Running", studio_url=None, experiment_name="e", tags={},
+                               outputs={}, creation_context=None)
+
+    def put(job: Any) -> Any:
+        raise error_type(message="Job 'job-1' already exists with a different spec", response=_Refusal(status))
+
+    def get(name: str) -> Any:
+        if not job_exists:
+            raise ResourceNotFoundError(message=f"{name} not found")
+        return existing
+
+    hook = AzureMLHook(connection=Connection(conn_id="azureml_default", conn_type="azureml", extra=json.dumps(
+        {"subscription_id": "sub", "resource_group": "rg", "workspace_name": "ws", "cloud": "public",
+         "auth_type": "managed_identity"})))
+    hook._client = SimpleNamespace(jobs=SimpleNamespace(create_or_update=put, get=get))
+    spec = CommandJobSpec(command="python3 train.py", environment="env:1", compute="edge-vm")
+    expected = AzureMLJobExistsError if job_exists else error_type
+    with pytest.raises(expected) as raised:
+        hook.submit_command_job("job-1", spec)
+    assert type(raised.value) is expected
+    if job_exists:
+        assert f"'job-1' already exists in workspace 'ws' with another spec (HTTP {status})" in str(raised.value)
+    hook._client = None
+
+
 def test_the_parent_ids_are_the_ids_of_the_tasks_own_events(workspace, openlineage_on):  # noqa: F811
     """The run id the job gets is the one the provider's listener puts on the task's events."""
     from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter

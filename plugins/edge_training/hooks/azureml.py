@@ -466,18 +466,22 @@ class AzureMLHook(BaseHook):
             environment_variables={str(k): str(v) for k, v in spec.environment_variables.items()},
             **optional,
         )
-        from azure.core.exceptions import ResourceExistsError
+        from azure.core.exceptions import HttpResponseError
 
         try:
             with self._translated(f"Submitting AML job {name!r}"), self._storage_trust():
                 created = self.client.jobs.create_or_update(job)
-        except ResourceExistsError as err:
-            # A job of this name exists with another spec (AML keeps a job's spec immutable): someone
-            # submitted it since the caller looked. Named, so the caller can follow that job instead.
-            raise AzureMLJobExistsError(
-                f"AML job {name!r} already exists in workspace {self.config.workspace_name!r} with another "
-                f"spec (HTTP 409): {err.message}"
-            ) from err
+        except HttpResponseError as err:
+            # Refused while a job of this name exists: it has another spec (a job's spec is immutable), so
+            # someone submitted it since the caller looked. The stack's double answers 409; 400 is taken
+            # the same way. Named, so the caller can follow that job instead.
+            status = getattr(err, "status_code", None)
+            if status in (400, 409) and self.find_job(name) is not None:
+                raise AzureMLJobExistsError(
+                    f"AML job {name!r} already exists in workspace {self.config.workspace_name!r} with another "
+                    f"spec (HTTP {status}): {err.message}"
+                ) from err
+            raise
         self.log.info("Submitted AML job %s (status %s)", created.name, _status_text(created.status))
         return self._job_state(created)
 
