@@ -49,6 +49,7 @@ from airflow.sdk import DAG, AssetAlias, CronPartitionTimetable, Param, task
 from edge_training.operators.azureml import (
     AzureMLRegisterModelOperator,
     AzureMLSubmitJobOperator,
+    configured_model_name,
     model_asset,
 )
 from edge_training.operators.container_image import ModelImageBuildOperator, ModelImagePushOperator
@@ -69,7 +70,7 @@ PARTITION = "{{ edge_partition(params.partition or partition_key) }}"
 # The model this deployment trains (a deployment setting, read when the DAG is parsed): the default of
 # the model_name param, and the asset a consumer DAG schedules on. A run given another model_name
 # updates that model's asset through MODEL_ALIAS instead (alias events carry no partition key).
-MODEL_NAME = os.environ.get("EDGE_MODEL_NAME", "equipment-failure")
+MODEL_NAME = configured_model_name()
 MODEL_ASSET = model_asset(MODEL_NAME)
 MODEL_ALIAS = AssetAlias("edge_training_model")
 # How long submit_training may take, waiting included (a deployment setting, read when the DAG is parsed).

@@ -22,6 +22,10 @@ from devstack.util import read_stack_env
 
 API_PORT = 47180
 ADMIN_USER = "admin"
+#: A read-only user (Airflow's viewer role), so the UI's permissions can be tried as a person without them.
+VIEWER_USER = "viewer"
+#: The simple auth manager's users and their roles.
+USERS = {ADMIN_USER: "admin", VIEWER_USER: "viewer"}
 EDGE_VM_POOL = "edge_vm"
 EDGE_VM_POOL_SLOTS = 2
 MODEL_REGISTRY_POOL = "edge_model_registry"
@@ -62,14 +66,21 @@ class LocalAirflow:
             path.chmod(0o600)
         return path.read_text().strip()
 
+    def password(self, user: str) -> str:
+        """The user's password, from the file the API server reads (written at first use)."""
+        path = self.home / "passwords.json"
+        known = json.loads(path.read_text()) if path.exists() else {}
+        missing = {u: secrets.token_urlsafe(12) for u in USERS if u not in known}
+        if missing:
+            self.home.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({**known, **missing}))
+            path.chmod(0o600)
+            known.update(missing)
+        return known[user]
+
     @property
     def admin_password(self) -> str:
-        passwords = self.home / "passwords.json"
-        if not passwords.exists():
-            self.home.mkdir(parents=True, exist_ok=True)
-            passwords.write_text(json.dumps({ADMIN_USER: secrets.token_urlsafe(12)}))
-            passwords.chmod(0o600)
-        return json.loads(passwords.read_text())[ADMIN_USER]
+        return self.password(ADMIN_USER)
 
     def env(self) -> dict[str, str]:
         stack_env = read_stack_env()
@@ -92,7 +103,7 @@ class LocalAirflow:
             "AIRFLOW__CORE__EXECUTOR": self.executor,
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{role}" for u, role in USERS.items()),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__HOST": "127.0.0.1",

@@ -71,9 +71,10 @@ def up(date: str | None) -> int:
     airflow.start()
     summary = run_partition(airflow, date)
     summary["ui"] = f"{airflow.base_url}/dags/{DAG_ID}/runs/{summary['run_id']}"
+    summary["training_page"] = f"{airflow.base_url}/plugin/edge-training"
     summary["login"] = {"user": ADMIN_USER, "password": airflow.admin_password}
     print(f"Airflow UI: {airflow.base_url}  (user {ADMIN_USER}, password {airflow.admin_password});"
-          " stop it with `make demo-down`", flush=True)
+          f" Edge training page: {summary['training_page']}; stop it with `make demo-down`", flush=True)
     print(json.dumps(summary, sort_keys=True), flush=True)
     return 0 if summary.get("run_state") == "success" else 1
 

@@ -52,6 +52,10 @@ class PartitionIncompleteError(StackHubError, InvalidInputError):
     """The partition is missing, lacks its marker, or has empty data files."""
 
 
+class PartitionMissingError(PartitionIncompleteError):
+    """No blob at all under the partition's prefix: the day has no data (yet)."""
+
+
 class SchemaDriftError(StackHubError, InvalidInputError):
     """A data file's header does not match the expected columns."""
 

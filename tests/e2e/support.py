@@ -4,17 +4,42 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
 import ssl
 import threading
 import time
 import urllib.error
 import urllib.request
 
-from devstack.airflow_local import LocalAirflow
+from pathlib import Path
+
+from devstack.airflow_local import ADMIN_USER, LocalAirflow
 from devstack.demo import partition_key
 
 DAG_ID = "edge_training"
 MODEL_NAME = "equipment-failure"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def log_in(browser, airflow: LocalAirflow, user: str = ADMIN_USER):
+    """A new browser page logged into the Airflow UI as ``user`` (through the login form)."""
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.goto(f"{airflow.base_url}/", wait_until="networkidle")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", airflow.password(user))
+    page.keyboard.press("Enter")
+    page.wait_for_url(lambda url: "/auth/login" not in url, timeout=30_000)
+    return page
+
+
+def screenshot(page, name: str) -> None:
+    """Into .devstack/screenshots, and into docs/ with EDGE_UPDATE_SCREENSHOTS=1 (how docs/*.png are made)."""
+    out = REPO / ".devstack" / "screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(out / name))
+    if os.environ.get("EDGE_UPDATE_SCREENSHOTS") == "1":
+        shutil.copy(out / name, REPO / "docs" / name)
 
 
 def run_to_completion(airflow: LocalAirflow, date: str, *, conf: dict | None = None,

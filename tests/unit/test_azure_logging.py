@@ -88,6 +88,8 @@ _IMPORT_PROBE = textwrap.dedent(
     import airflow.sdk, azure.core.pipeline.policies, azure.identity, azure.storage.blob  # noqa: F401
     # (openlineage.client sets a filter on a logger of its own when imported: its doing, not the package's.)
     import openlineage.client  # noqa: F401
+    # (the Edge training page is served by Airflow's API server, whose modules create dill's logger.)
+    import airflow.api_fastapi.core_api.security  # noqa: F401
 
     def snapshot():
         manager = logging.Logger.manager

@@ -734,12 +734,37 @@ def test_rerun_gives_the_same_summary_and_new_data_a_new_fingerprint(storage):
 
 
 def test_missing_partition_is_named(storage):
+    from edge_training.exceptions import PartitionMissingError
+
     write_partition(storage)  # 2026-11-10 only
-    with pytest.raises(PartitionIncompleteError, match=re.escape(
-        "partition training/telemetry/date=2026-11-11/ does not exist: no blobs under the prefix"
-    )):
-        run(partition_op(), partition_context("2026-11-11T02:00:00"))
+    context = partition_context("2026-11-11T02:00:00")
+    message = "partition training/telemetry/date=2026-11-11/ does not exist: no blobs under the prefix"
+    with pytest.raises(PartitionMissingError, match=re.escape(message)):
+        run(partition_op(), context)
     assert storage.manifest("telemetry/date=2026-11-11/") is None
+    # The day's finding stays in XCom for the Edge training page, beside the task's failure.
+    assert context["ti"].xcom["validation_finding"] == {"finding": "no data", "message": message}
+
+
+@pytest.mark.parametrize(("change", "finding"), [
+    (lambda storage: storage.put(PREFIX + "part-00001.csv", b""), "incomplete"),
+    (lambda storage: storage.put(PREFIX + "part-00002.csv", csv_part(2, rows=5, header="ts,other")), "schema drift"),
+])
+def test_a_refused_partition_leaves_its_finding_for_the_page(storage, change, finding):
+    write_partition(storage)
+    change(storage)
+    context = partition_context()
+    with pytest.raises(StackHubError) as err:
+        run(partition_op(), context)
+    assert context["ti"].xcom["validation_finding"] == {"finding": finding, "message": str(err.value).splitlines()[0]}
+    assert "return_value" not in context["ti"].xcom
+
+
+def test_a_valid_partition_records_no_finding(storage):
+    write_partition(storage)
+    context = partition_context()
+    run(partition_op(), context)
+    assert "validation_finding" not in context["ti"].xcom
 
 
 def test_partition_without_its_success_marker_is_incomplete(storage):

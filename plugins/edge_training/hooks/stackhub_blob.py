@@ -39,6 +39,7 @@ from airflow.sdk import BaseHook
 
 from edge_training.exceptions import (
     PartitionIncompleteError,
+    PartitionMissingError,
     SchemaDriftError,
     StackHubAuthError,
     StackHubError,
@@ -614,7 +615,8 @@ class StackHubBlobHook(BaseHook):
         try:
             problems = scan.problems(success_marker=spec.success_marker, data_pattern=spec.data_pattern)
             if problems:
-                raise PartitionIncompleteError("; ".join(problems))
+                missing = scan.blob_count == 0
+                raise (PartitionMissingError if missing else PartitionIncompleteError)("; ".join(problems))
             expected_columns = list(spec.expected_columns) if spec.expected_columns else None
             columns = self.check_schema(container=container, files=scan.sample, expected_columns=expected_columns)
             if spec.partition_key not in (None, ""):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -486,6 +487,11 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
 MODEL_URI_PREFIX = "azureml://models/"
 #: What AzureMLRegisterModelOperator needs of ``training_data`` (StackHubPartitionOperator's result).
 TRAINING_DATA_KEYS = ("account_host", "container", "prefix", "fingerprint")
+
+
+def configured_model_name() -> str:
+    """The model this deployment trains: ``EDGE_MODEL_NAME`` (read by the DAG and the Edge training page)."""
+    return os.environ.get("EDGE_MODEL_NAME", "equipment-failure")
 
 
 def model_asset(model_name: str) -> Asset:

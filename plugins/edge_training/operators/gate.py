@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 BASELINE_POLICIES = ("production_tag", "stage", "latest")
+#: The tags that mark the production version under the ``production_tag`` policy (the default baseline).
+PRODUCTION_TAG = {"stage": "production"}
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ class EvaluateGateOperator(BaseOperator, SkipMixin):
         self.tolerance = tolerance
         self.higher_is_better = higher_is_better
         self.baseline_policy = baseline_policy
-        self.baseline_tag = dict(baseline_tag or {"stage": "production"})
+        self.baseline_tag = dict(baseline_tag or PRODUCTION_TAG)
         self.model_output = model_output
         self.metrics_file = metrics_file
         self.azureml_conn_id = azureml_conn_id

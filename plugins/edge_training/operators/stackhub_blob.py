@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from edge_training.exceptions import PartitionIncompleteError, StackHubError
+from edge_training.exceptions import (
+    LocalityPolicyError,
+    PartitionIncompleteError,
+    PartitionMissingError,
+    SchemaDriftError,
+    StackHubError,
+)
 from edge_training.hooks.stackhub_blob import (
     DEFAULT_DATA_PATTERN,
     DEFAULT_DATASTORE,
@@ -22,6 +29,24 @@ from edge_training.hooks.stackhub_blob import (
 from edge_training.operators.arguments import default_deferrable
 from edge_training.partitions import partition_prefix
 from edge_training.triggers.events import EVENT_SUCCESS, EVENT_TIMEOUT
+
+#: XCom key under which a refused partition's finding is kept (the Edge training page flags the day).
+VALIDATION_FINDING_KEY = "validation_finding"
+#: What a refusal says about the day, most specific first.
+FINDINGS: tuple[tuple[type[Exception], str], ...] = (
+    (PartitionMissingError, "no data"),
+    (PartitionIncompleteError, "incomplete"),
+    (SchemaDriftError, "schema drift"),
+    (LocalityPolicyError, "not local"),
+    (StackHubError, "validation failed"),
+)
+
+
+def validation_finding(err: StackHubError) -> dict[str, str]:
+    """``{"finding", "message"}`` for a refused partition: the kind of refusal and the error's first line."""
+    finding = next(label for cls, label in FINDINGS if isinstance(err, cls))
+    lines = str(err).strip().splitlines()
+    return {"finding": finding, "message": lines[0] if lines else type(err).__name__}
 
 
 class StackHubPartitionOperator(BaseOperator):
@@ -155,6 +180,28 @@ class StackHubPartitionOperator(BaseOperator):
         )
 
     def execute(self, context: Any) -> dict[str, Any]:
+        with self._finding_recorded(context):
+            return self._execute(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        with self._finding_recorded(context):
+            return self._execute_complete(event)
+
+    @contextlib.contextmanager
+    def _finding_recorded(self, context: Any) -> Iterator[None]:
+        """A refusal leaves its finding in XCom (VALIDATION_FINDING_KEY) before the task fails with it."""
+        try:
+            yield
+        except StackHubError as err:
+            ti = context.get("ti") if hasattr(context, "get") else None
+            if ti is not None:
+                try:
+                    ti.xcom_push(key=VALIDATION_FINDING_KEY, value=validation_finding(err))
+                except Exception as push_err:  # noqa: BLE001 - the refusal itself must reach the log
+                    self.log.warning("Could not record the validation finding: %s", push_err)
+            raise
+
+    def _execute(self, context: Any) -> dict[str, Any]:
         spec = self.partition_spec()
         hook = self.hook
         hook.get_conn()  # the locality policy runs here, before any request
@@ -186,7 +233,7 @@ class StackHubPartitionOperator(BaseOperator):
             )
         return self._validate(hook, spec)
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _execute_complete(self, event: dict[str, Any] | None) -> dict[str, Any]:
         event = event or {}
         status = event.get("status")
         if status == EVENT_SUCCESS:

@@ -1,0 +1,32 @@
+"""Fixtures the browser tests share: one headless Chromium for the session.
+
+Debian's chromium (installed here if missing) driven by Playwright with executable_path: nothing is
+downloaded.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from devstack.util import apt_install
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if shutil.which("chromium") is None:
+        apt_install(["chromium"], what="UI tests (headless chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
