@@ -4,7 +4,8 @@
     python -m devstack.demo down              # stop Airflow (the stack stays until make stack-down)
 
 The last line printed by `up` is the run's summary JSON (partition, aml_job, model, image, status,
-ui, login). The Airflow UI stays up until `make demo-down` or `make stack-down`.
+ui, training_page, lineage: the datasets its OpenLineage events name, login). The Airflow UI stays up
+until `make demo-down` or `make stack-down`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import sys
 import time
 
 from devstack.airflow_local import ADMIN_USER, LocalAirflow
+from devstack.lineage_files import datasets, file_transport_env, run_events
 from devstack.base import REPO, StackError
 
 DAG_ID = "edge_training"
+#: The demo's OpenLineage namespace; its events are files under its Airflow home (devstack/lineage_files.py).
+LINEAGE_NAMESPACE = "edge-demo"
 
 
 def newest_seeded_partition() -> str:
@@ -68,8 +72,13 @@ def up(date: str | None) -> int:
     subprocess.run([sys.executable, "-m", "devstack.seed"], check=True, cwd=REPO)
     date = date or newest_seeded_partition()
     airflow = LocalAirflow()
+    lineage = airflow.home / "openlineage"
+    lineage.mkdir(parents=True, exist_ok=True)
+    airflow.extra_env.update(file_transport_env(lineage, LINEAGE_NAMESPACE))
     airflow.start()
     summary = run_partition(airflow, date)
+    events = run_events(lineage, summary["run_id"], until_complete=set(summary["task_states"]), timeout=60)
+    summary["lineage"] = {"events": str(lineage), "event_count": len(events), **datasets(events)}
     summary["ui"] = f"{airflow.base_url}/dags/{DAG_ID}/runs/{summary['run_id']}"
     summary["training_page"] = f"{airflow.base_url}/plugin/edge-training"
     summary["login"] = {"user": ADMIN_USER, "password": airflow.admin_password}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -69,6 +68,7 @@ def airflow(stack_env, alert_inbox):
     """
     from devstack import scale
     from devstack.airflow_local import LocalAirflow
+    from devstack.lineage_files import file_transport_env
 
     started = scale.up(redis=False)
     # Connections live in the metadata DB so the fault battery can break and restore them through the
@@ -79,16 +79,9 @@ def airflow(stack_env, alert_inbox):
                             extra_env={"EDGE_TRAINING_TASK_TIMEOUT_MINUTES": str(TRAINING_TASK_TIMEOUT_MINUTES),
                                        "EDGE_TRAINING_MAX_ACTIVE_RUNS": str(MAX_ACTIVE_RUNS),
                                        "EDGE_ALERT_TARGET": alert_inbox.url})
-    # OpenLineage through the provider's file transport: one file per event (append=False), so events
-    # that workers, the triggerer and the scheduler write at once never interleave; emitted from a thread
-    # in the task process (execute_in_thread), not a fork of it.
+    # OpenLineage events go to files (devstack/lineage_files.py), read back by the lineage test.
     events = instance.home / OPENLINEAGE_DIR
-    instance.extra_env.update({
-        "AIRFLOW__OPENLINEAGE__NAMESPACE": OPENLINEAGE_NAMESPACE,
-        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
-            {"type": "file", "log_file_path": str(events / "event"), "append": False}),
-        "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD": "True",
-    })
+    instance.extra_env.update(file_transport_env(events, OPENLINEAGE_NAMESPACE))
     try:
         instance.reset()  # runs from an earlier session would change what a backfill creates
         shutil.rmtree(events, ignore_errors=True)  # and so would their lineage

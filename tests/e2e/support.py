@@ -52,28 +52,12 @@ def run_to_completion(airflow: LocalAirflow, date: str, *, conf: dict | None = N
 
 def openlineage_task_events(airflow: LocalAirflow, run_id: str, *, until_complete: set[str] = frozenset(),
                             timeout: float = 120) -> list[dict]:
-    """The OpenLineage events of a DAG run's tasks, as the provider's file transport wrote them (one file
-    per event, tests/conftest.py). A task's COMPLETE event is written just after the task reports its
-    state, so this waits until every task in ``until_complete`` has one."""
+    """The OpenLineage events of a DAG run's tasks, as the provider's file transport wrote them
+    (tests/conftest.py), once every task in ``until_complete`` has its COMPLETE event."""
+    from devstack.lineage_files import run_events
     from tests.conftest import OPENLINEAGE_DIR
 
-    folder = airflow.home / OPENLINEAGE_DIR
-    deadline = time.monotonic() + timeout
-    while True:
-        events, partial = [], False
-        for path in sorted(folder.glob("event-*.json")):
-            try:
-                event = json.loads(path.read_text())
-            except json.JSONDecodeError:  # being written right now
-                partial = True
-                continue
-            airflow_facet = (event.get("run", {}).get("facets") or {}).get("airflow") or {}
-            if (airflow_facet.get("dagRun") or {}).get("run_id") == run_id:
-                events.append(event)
-        done = {e["job"]["name"].split(".", 1)[1] for e in events if e["eventType"] == "COMPLETE"}
-        if (until_complete <= done and not partial) or time.monotonic() > deadline:
-            return events
-        time.sleep(2)
+    return run_events(airflow.home / OPENLINEAGE_DIR, run_id, until_complete=until_complete, timeout=timeout)
 
 
 class Registry:
