@@ -45,7 +45,13 @@ from pathlib import Path
 
 import pendulum
 
-from airflow.sdk import DAG, AssetAlias, CronPartitionTimetable, Param, task
+from airflow.sdk import DAG, AssetAlias, CronPartitionTimetable, Param
+
+# `task` from the module airflow.sdk takes it from: the dag-processor imports the Airflow modules a DAG
+# file names once, in its long-lived parent (`parsing_pre_import_modules`), and the decorator's own
+# imports (the standard provider's PythonOperator, `packaging`) were about a third of every parse of this
+# file. bench/overhead.py measures the parse; tests/unit/test_dag_parse_imports.py keeps it so.
+from airflow.sdk.definitions.decorators import task
 from edge_training.operators.azureml import (
     AzureMLRegisterModelOperator,
     AzureMLSubmitJobOperator,
