@@ -32,7 +32,7 @@ def test_a_partition_with_no_data_fails_at_once_and_alerts(airflow, battery, ale
     passed = ((ti["state"], ti["try_number"]) == ("failed", 1)  # a data error spends no retry
               and alert["partition"] == MISSING_DATE
               and alert["tasks"] == [{"task_id": "validate_partition", "state": "failed"}]
-              and alert["error"].startswith("PartitionIncompleteError: ") and MISSING_DATE in alert["error"]
+              and alert["error"].startswith("PartitionMissingError: ") and MISSING_DATE in alert["error"]
               and task_link in alert["links"].get("Airflow task", ""))
     battery.record("a partition with no data", "bad_input",
                    "validate_partition fails on its first try (no retry); the alert names the partition, "

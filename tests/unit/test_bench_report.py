@@ -49,3 +49,21 @@ def test_result_file_and_report_carry_the_measured_values(tmp_path, monkeypatch)
     assert "1.23 s | yes" in rows[0] and "≤ 5 s" in rows[0]
     assert "12.5 x | **NO**" in rows[1] and "≥ 20 x" in rows[1]
     assert "- median: 1.1" in text
+
+
+def test_the_project_readme_gets_the_same_table_between_its_markers(tmp_path, monkeypatch):
+    report = load("report")
+    results_dir, bench_readme, readme = tmp_path / "results", tmp_path / "bench.md", tmp_path / "README.md"
+    results_dir.mkdir()
+    document = {"name": "x", "ok": True, "command": "python made-up-benchmark", "machine": "m", "date": "d",
+                "checks": [{"target": "t", "measured": 1.0, "limit": 2.0, "unit": "s", "at_most": True, "ok": True}]}
+    (results_dir / "x.json").write_text(json.dumps(document))
+    readme.write_text(f"intro\n{report.BEGIN}\nstale\n{report.END}\nafter\n")
+    monkeypatch.setattr(report, "RESULTS_DIR", results_dir)
+    monkeypatch.setattr(report, "README", bench_readme)
+    monkeypatch.setattr(report, "PROJECT_README", readme)
+    assert report.main() == 0
+    text = readme.read_text()
+    assert "stale" not in text and text.startswith("intro\n") and text.endswith(f"{report.END}\nafter\n")
+    assert "| x | t (≤ 2 s) | 1 s | yes | `python made-up-benchmark` | m, d |" in text
+    assert text.count("| x |") == bench_readme.read_text().count("| x |") == 1
