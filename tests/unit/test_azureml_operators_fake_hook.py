@@ -344,16 +344,27 @@ class FakeAzureMLHook:
         )
 
     def read_log(self, name: str, offset: int = 0, *, final: bool = False) -> LogChunk:
+        log_file, url = self.log_url(name)
+        if url is None:
+            return LogChunk([], offset, None)
+        return self.read_log_at(name, url, offset, final=final, log_file=log_file)
+
+    def log_url(self, name: str) -> tuple[str | None, str | None]:
+        job = self.workspace.jobs.get(name)
+        if job is None:
+            raise self.workspace.not_found(name)
+        if job.started_at is None:
+            return None, None
+        return LOG_FILE, f"https://store.example/{name}/{LOG_FILE}"
+
+    def read_log_at(
+        self, name: str, url: str, offset: int = 0, *, final: bool = False, log_file: str | None = None
+    ) -> LogChunk:
         ws = self.workspace
         ws.log_reads.append((name, offset, final))
-        job = ws.jobs.get(name)
-        if job is None:
-            raise ws.not_found(name)
-        data = ws.log_bytes(job)
-        if not data:
-            return LogChunk([], offset, None)
+        data = ws.log_bytes(ws.jobs[name])
         lines, used = split_complete_lines(data[offset:], final=final)
-        return LogChunk(lines, offset + used, LOG_FILE)
+        return LogChunk(lines, offset + used, log_file, new_bytes=len(data[offset:]))
 
     def list_outputs(self, name: str) -> dict[str, str]:
         return dict(self.get_job(name).outputs)
@@ -415,8 +426,8 @@ class FakeAzureMLHook:
 
 FAKED_METHODS = (
     "__init__", "close", "get_compute_kind", "find_job", "get_job", "submit_command_job", "cancel_job",
-    "get_run_info", "read_log", "list_outputs", "read_job_metrics", "list_model_versions", "find_model_by_tag",
-    "register_model", "model_studio_url", "workspace_uri",
+    "get_run_info", "read_log", "log_url", "read_log_at", "list_outputs", "read_job_metrics", "list_model_versions",
+    "find_model_by_tag", "register_model", "model_studio_url", "workspace_uri",
 )
 
 
@@ -428,10 +439,14 @@ def workspace(monkeypatch):
     monkeypatch.setattr(azureml_operators, "AzureMLHook", FakeAzureMLHook)
     monkeypatch.setattr(gate_operators, "AzureMLHook", FakeAzureMLHook)
 
-    async def trigger_hook(trigger: AzureMLJobTrigger) -> FakeAzureMLHook:
+    async def no_connection_lookup(trigger: AzureMLJobTrigger) -> None:
+        return None
+
+    def trigger_hook(trigger: AzureMLJobTrigger, connection: Any) -> FakeAzureMLHook:
         return FakeAzureMLHook(azureml_conn_id=trigger.azureml_conn_id, retry_total=0)
 
-    monkeypatch.setattr(AzureMLJobTrigger, "_hook", trigger_hook)
+    monkeypatch.setattr(AzureMLJobTrigger, "_connection", no_connection_lookup)
+    monkeypatch.setattr(AzureMLJobTrigger, "_new_hook", trigger_hook)
     yield ws
     left_open = [h.azureml_conn_id for h in ws.hooks if not h.closed]
     assert not left_open, f"{len(left_open)} hook(s) left open (HTTP sessions would leak)"

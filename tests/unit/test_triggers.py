@@ -224,6 +224,11 @@ class FakeAML:
         self.requests_inside_retry_after: list[float] = []
         self.failed_requests = 0
         self.open_sessions = 0
+        #: Every request the service and its log store got, as (seconds since T0, kind): "status"
+        #: (jobs.get), "run_details" (run history) or "log" (a read of the log blob).
+        self.requests: list[tuple[float, str]] = []
+        #: How many clients (MLClient and its sessions) were built.
+        self.clients_built = 0
 
     def add(self, job: FakeJob) -> FakeJob:
         self.jobs[job.name] = job
@@ -255,6 +260,7 @@ class FakeAML:
         return self.jobs[name]
 
     def get(self, name: str) -> Any:
+        self.requests.append((self.clock.elapsed, "status"))
         t = self._serve()
         job = self._job(name)
         return types.SimpleNamespace(
@@ -276,6 +282,7 @@ class FakeAML:
         return types.SimpleNamespace(result=lambda timeout=None: None)
 
     def get_run_details(self, name: str) -> Any:
+        self.requests.append((self.clock.elapsed, "run_details"))
         t = self._serve()
         job = self._job(name)
         status = job.status(t)
@@ -299,6 +306,7 @@ class FakeAML:
     # the log blob store (run history hands out SAS URLs to it)
     def run(self, request: Any) -> Any:
         t = self.clock.elapsed
+        self.requests.append((t, "log"))
         if self.log_outage is not None and self.log_outage[0] <= t < self.log_outage[1]:
             return types.SimpleNamespace(http_response=_response(self.log_outage[2]))
         name = request.url.split("/logs/", 1)[1].split("/", 1)[0]
@@ -311,6 +319,7 @@ class FakeAML:
     # sessions (what a leaked hook would leave open)
     def connect(self) -> Any:
         self.open_sessions += 1
+        self.clients_built += 1
         run_history = types.SimpleNamespace(get_run_details=self.get_run_details)
         jobs = types.SimpleNamespace(get=self.get, begin_cancel=self.begin_cancel, _runs_operations=run_history)
         return types.SimpleNamespace(jobs=jobs)
@@ -326,10 +335,8 @@ class FakeAzureMLHook(AzureMLHook):
         super().__init__(**kwargs)
         self.service = service
 
-    def get_conn(self) -> Any:
-        if self._client is None:
-            self._client = self.service.connect()
-        return self._client
+    def _build_client(self) -> Any:
+        return self.service.connect()
 
     def _log_http(self) -> Any:
         return self.service
@@ -345,6 +352,9 @@ class FakeConnections:
 
     def __init__(self, *connections: Connection) -> None:
         self.connections = {c.conn_id: c for c in connections}
+
+    def add(self, connection: Connection) -> None:
+        self.connections[connection.conn_id] = connection
 
     async def aget_connection(self, conn_id: str) -> Connection:
         from airflow.sdk.exceptions import AirflowNotFoundException
@@ -391,7 +401,8 @@ class FakeAirflow:
 def aml(monkeypatch, clock) -> FakeAML:
     service = FakeAML(clock)
     monkeypatch.setattr(aml_trigger, "AzureMLHook", functools.partial(FakeAzureMLHook, service=service))
-    monkeypatch.setattr(aml_trigger, "BaseHook", FakeConnections(AML_CONN))
+    service.connections = FakeConnections(AML_CONN)
+    monkeypatch.setattr(aml_trigger, "BaseHook", service.connections)
     return service
 
 
@@ -830,6 +841,128 @@ async def test_first_event_stops_the_trigger_and_closes_its_hook(aml, clock):
 
     assert in_vocabulary(event.payload)["status"] == EVENT_SUCCESS
     assert aml.open_sessions == 0
+
+
+# --- one client per connection, and what a quiet job costs AML ----------------------------------
+def requests_between(aml: FakeAML, start: float, end: float) -> dict[str, int]:
+    counts = {"status": 0, "run_details": 0, "log": 0}
+    for t, kind in aml.requests:
+        if start <= t < end:
+            counts[kind] += 1
+    return counts
+
+
+async def test_the_triggers_of_one_connection_share_one_client_and_close_it_after_the_last(aml, clock):
+    ends = [30 + 7 * i for i in range(40)]
+    for i, end in enumerate(ends):
+        aml.add(FakeJob(f"job-{i}", [(0, "Running"), (end, "Completed")], log=[(1, f"job {i} starts\n")]))
+
+    events = await asyncio.gather(*(all_events(job_trigger(job_name=f"job-{i}")) for i in range(len(ends))))
+
+    assert all(e[0].payload["status"] == EVENT_SUCCESS for e in events)
+    assert aml.clients_built == 1  # forty waits, one MLClient (and one credential, one log transport)
+    assert aml.open_sessions == 0 and len(aml_trigger.SHARED_HOOKS) == 0  # closed with the last wait
+
+
+async def test_another_connection_or_an_edited_one_gets_its_own_client(aml, clock):
+    for name in ("a", "b", "c"):
+        aml.add(FakeJob(name, [(0, "Running"), (60, "Completed")]))
+    other = Connection(conn_id="azureml_other", conn_type="azureml", extra=AML_CONN.extra)
+    aml.connections.add(other)
+
+    async def edit_the_connection_later() -> list[Any]:
+        await _real_sleep(0.05)  # the first two triggers hold their hooks by now
+        aml.connections.add(Connection(conn_id=AML_CONN.conn_id, conn_type="azureml",
+                                       extra=AML_CONN.extra.replace('"rg"', '"rg2"')))
+        return await all_events(job_trigger(job_name="c"))
+
+    await asyncio.gather(
+        all_events(job_trigger(job_name="a")),
+        all_events(job_trigger(job_name="b", azureml_conn_id="azureml_other")),
+        edit_the_connection_later(),
+    )
+
+    assert aml.clients_built == 3
+    assert aml.open_sessions == 0 and len(aml_trigger.SHARED_HOOKS) == 0
+
+
+def test_a_shared_hook_builds_its_client_once_however_many_threads_ask(aml):
+    import threading
+    import time as real_time
+
+    hook = FakeAzureMLHook(service=aml, azureml_conn_id=AML_CONN.conn_id, connection=AML_CONN)
+    build = hook._build_client
+
+    def slow_build() -> Any:
+        real_time.sleep(0.05)  # a real MLClient takes a while to build: every thread asks meanwhile
+        return build()
+
+    hook._build_client = slow_build
+    barrier = threading.Barrier(8)
+    clients: list[Any] = []
+
+    def ask() -> None:
+        barrier.wait()
+        clients.append(hook.get_conn())
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert aml.clients_built == 1 and len({id(c) for c in clients}) == 1
+    hook.close()
+
+
+async def test_a_quiet_job_costs_at_most_five_requests_a_minute(aml, clock):
+    """At the cap: a status call every 15 s, and the log read only while it grows, else ever more rarely."""
+    aml.add(FakeJob(JOB, [(0, "Queued"), (10, "Running"), (1810, "Completed")],
+                    log=[(11, "training starts\n"), (12, "epoch 1\n"), (1805, "done\n")]))
+
+    with structlog.testing.capture_logs() as logs:
+        events = await all_events(job_trigger())
+
+    assert events[0].payload["status"] == EVENT_SUCCESS
+    assert job_log_lines(logs) == ["training starts", "epoch 1", "done"]
+    # The log's URL came from run history once; every later read used it.
+    assert requests_between(aml, 0, 10_000)["run_details"] == 1
+    policy = PollPolicy()
+    for minute in range(3, 30):  # quiet from minute 3 on (the ramp and the first lines are over)
+        counts = requests_between(aml, minute * 60, (minute + 1) * 60)
+        assert counts["status"] <= 60 / policy.max_s, (minute, counts)
+        assert counts["log"] + counts["run_details"] <= 1, (minute, counts)
+        assert sum(counts.values()) <= 5, (minute, counts)
+
+
+async def test_a_log_that_grows_again_after_a_quiet_spell_is_shown_within_a_minute(aml, clock):
+    aml.add(FakeJob(JOB, [(0, "Running"), (3000, "Completed")],
+                    log=[(1, "start\n"), (1200, "late line\n")]))
+    clock.park_after = 1200 + PollPolicy().log_quiet_max_s + PollPolicy().max_s
+
+    with structlog.testing.capture_logs() as logs:
+        task = await parked(clock, job_trigger())
+        shown = job_log_lines(logs)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    assert shown == ["start", "late line"]
+    assert aml.open_sessions == 0
+
+
+async def test_an_expired_log_url_is_asked_for_again(aml, clock):
+    """A SAS URL that stops working (403) is dropped; run history hands out a fresh one at the next read."""
+    aml.add(FakeJob(JOB, [(0, "Running"), (600, "Completed")],
+                    log=[(1, "a\n"), (100, "b\n"), (500, "c\n")]))
+    aml.log_outage = (60, 300, 403)
+
+    with structlog.testing.capture_logs() as logs:
+        events = await all_events(job_trigger())
+
+    assert events[0].payload["status"] == EVENT_SUCCESS
+    assert job_log_lines(logs) == ["a", "b", "c"]
+    assert requests_between(aml, 0, 10_000)["run_details"] >= 2
 
 
 # === StackHubPartitionTrigger =====================================================================

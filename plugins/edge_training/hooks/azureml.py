@@ -117,9 +117,16 @@ class JobState:
 
 @dataclass(frozen=True)
 class LogChunk:
+    """New complete lines of a job's log, the offset after them, and how many bytes the read returned.
+
+    ``new_bytes`` counts every byte past the asked offset, a partial last line included: non-zero means
+    the log grew since that offset (the trigger reads a log that stays quiet less and less often).
+    """
+
     lines: list[str]
     offset: int
     log_file: str | None = None
+    new_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,10 @@ class AzureMLHook(BaseHook):
         self._client: MLClient | None = None
         self._credential: TokenCredential | None = None
         self._log_pipeline: Any = None
+        # One hook may serve many threads at once (the triggers of one connection share it): its
+        # clients are built once, under this lock, and then used concurrently (azure-core pipelines
+        # and their requests sessions are thread-safe).
+        self._build_lock = threading.Lock()
 
     # -- connection / client ----------------------------------------------------------------------
     @property
@@ -262,44 +273,50 @@ class AzureMLHook(BaseHook):
         return DefaultAzureCredential(**default_kwargs)
 
     def get_conn(self) -> MLClient:
-        """The hook's MLClient, built once for the connection's cloud."""
-        if self._client is None:
-            from azure.ai.ml import MLClient
-
-            quiet_experimental_notices()
-            cfg = self.config
-            self._credential = self._build_credential()
-            # The SDK records the cloud in this process's environment; when the last open hook
-            # closes, the old value is put back so it does not leak into processes started later (a
-            # child importing azure.ai.ml with a cloud name unknown there fails at import time).
-            with _OPEN_CLIENTS_LOCK:
-                if AzureMLHook._open_clients == 0:
-                    AzureMLHook._saved_cloud_env = os.environ.get(_CLOUD_ENV)
-                AzureMLHook._open_clients += 1
-            # MLClient hands its kwargs to every generated service client it builds (and the job
-            # operations keep them for the run-history/dataplane clients they build later), so
-            # ``logger`` reaches each one's HttpLoggingPolicy. Not reached: the SDK's own storage
-            # clients for code upload/output download, and its ARM preflight client (azure_logging).
-            kwargs: dict[str, Any] = {
-                "cloud": cfg.cloud,
-                "enable_telemetry": False,
-                "show_progress": False,
-                **client_logging_kwargs(),
-            }
-            if cfg.cloud_metadata is not None:
-                kwargs["cloud_metadata"] = dict(cfg.cloud_metadata)
-            if cfg.ca_bundle:
-                kwargs["connection_verify"] = cfg.ca_bundle
-            if self.retry_total is not None:
-                kwargs["retry_total"] = self.retry_total
-            self._client = MLClient(
-                credential=self._credential,
-                subscription_id=cfg.subscription_id,
-                resource_group_name=cfg.resource_group,
-                workspace_name=cfg.workspace_name,
-                **kwargs,
-            )
+        """The hook's MLClient, built once for the connection's cloud (thread-safe)."""
+        if self._client is not None:
+            return self._client
+        with self._build_lock:
+            if self._client is None:
+                self._client = self._build_client()
         return self._client
+
+    def _build_client(self) -> MLClient:
+        from azure.ai.ml import MLClient
+
+        quiet_experimental_notices()
+        cfg = self.config
+        self._credential = self._build_credential()
+        # The SDK records the cloud in this process's environment; when the last open hook
+        # closes, the old value is put back so it does not leak into processes started later (a
+        # child importing azure.ai.ml with a cloud name unknown there fails at import time).
+        with _OPEN_CLIENTS_LOCK:
+            if AzureMLHook._open_clients == 0:
+                AzureMLHook._saved_cloud_env = os.environ.get(_CLOUD_ENV)
+            AzureMLHook._open_clients += 1
+        # MLClient hands its kwargs to every generated service client it builds (and the job
+        # operations keep them for the run-history/dataplane clients they build later), so
+        # ``logger`` reaches each one's HttpLoggingPolicy. Not reached: the SDK's own storage
+        # clients for code upload/output download, and its ARM preflight client (azure_logging).
+        kwargs: dict[str, Any] = {
+            "cloud": cfg.cloud,
+            "enable_telemetry": False,
+            "show_progress": False,
+            **client_logging_kwargs(),
+        }
+        if cfg.cloud_metadata is not None:
+            kwargs["cloud_metadata"] = dict(cfg.cloud_metadata)
+        if cfg.ca_bundle:
+            kwargs["connection_verify"] = cfg.ca_bundle
+        if self.retry_total is not None:
+            kwargs["retry_total"] = self.retry_total
+        return MLClient(
+            credential=self._credential,
+            subscription_id=cfg.subscription_id,
+            resource_group_name=cfg.resource_group,
+            workspace_name=cfg.workspace_name,
+            **kwargs,
+        )
 
     @property
     def client(self) -> MLClient:
@@ -535,7 +552,11 @@ class AzureMLHook(BaseHook):
 
     def _log_http(self) -> Any:
         """A small azure-core pipeline for the log blob (run history hands out SAS URLs to storage)."""
-        if self._log_pipeline is None:
+        if self._log_pipeline is not None:
+            return self._log_pipeline
+        with self._build_lock:
+            if self._log_pipeline is not None:
+                return self._log_pipeline
             from azure.core.pipeline import Pipeline
             from azure.core.pipeline.policies import RetryPolicy
             from azure.core.pipeline.transport import RequestsTransport
@@ -548,21 +569,31 @@ class AzureMLHook(BaseHook):
             )
         return self._log_pipeline
 
-    def read_log(self, name: str, offset: int = 0, *, final: bool = False) -> LogChunk:
-        """New complete lines of the job's log from byte ``offset`` on, and the offset after them.
+    def log_url(self, name: str) -> tuple[str | None, str | None]:
+        """The job's log file (the one AML's own ``jobs.stream`` follows) and its URL, from run history.
 
-        Follows the same route as the SDK's ``jobs.stream``: run history lists the job's log files
-        with their URLs, the log blob is read from ``offset`` with an HTTP Range request, so each
-        poll moves only new bytes. A partial last line is kept for the next read unless ``final``.
+        (None, None) while the job has no log yet. The URL is a SAS URL to the log blob: a caller may
+        keep it and read the blob with :meth:`read_log_at` until it stops working (it expires), then
+        ask again, instead of asking run history before every read.
         """
-        from azure.core.rest import HttpRequest
-
         details = self._run_details(name)
         files = dict(getattr(details, "log_files", None) or {})
         log_file = pick_log_file(list(files))
         if log_file is None:
-            return LogChunk([], offset, None)
-        request = HttpRequest("GET", files[log_file], headers={"Range": f"bytes={offset}-"})
+            return None, None
+        return log_file, files[log_file]
+
+    def read_log_at(
+        self, name: str, url: str, offset: int = 0, *, final: bool = False, log_file: str | None = None
+    ) -> LogChunk:
+        """New complete lines of the log blob at ``url`` from byte ``offset`` on, and the offset after them.
+
+        One HTTP Range request (``bytes=<offset>-``): a log that did not grow answers 416 with no body,
+        so each read moves only new bytes. A partial last line is kept for the next read unless ``final``.
+        """
+        from azure.core.rest import HttpRequest
+
+        request = HttpRequest("GET", url, headers={"Range": f"bytes={offset}-"})
         with self._translated(f"Reading log {log_file!r} of AML job {name!r}"):
             response = self._log_http().run(request).http_response
         status = response.status_code
@@ -580,7 +611,19 @@ class AzureMLHook(BaseHook):
         if status == 200:
             body = body[offset:]
         lines, used = split_complete_lines(body, final=final)
-        return LogChunk(lines, offset + used, log_file)
+        return LogChunk(lines, offset + used, log_file, new_bytes=len(body))
+
+    def read_log(self, name: str, offset: int = 0, *, final: bool = False) -> LogChunk:
+        """New complete lines of the job's log from byte ``offset`` on, and the offset after them.
+
+        Follows the same route as the SDK's ``jobs.stream``: run history lists the job's log files
+        with their URLs (:meth:`log_url`), the log blob is read from ``offset`` with an HTTP Range
+        request (:meth:`read_log_at`). A partial last line is kept for the next read unless ``final``.
+        """
+        log_file, url = self.log_url(name)
+        if url is None:
+            return LogChunk([], offset, None)
+        return self.read_log_at(name, url, offset, final=final, log_file=log_file)
 
     def list_outputs(self, name: str) -> dict[str, str]:
         """Named outputs of the job as URIs (``azureml://jobs/<job>/outputs/<name>`` unless the service set a path)."""

@@ -22,6 +22,12 @@ class PollPolicy:
     15 s keeps both promises at once (at most 4 status calls a minute on a long job, and a
     finished job noticed within 15 s). Errors back off separately, from ``error_initial_s``
     doubling to ``error_max_s`` with half jitter, and never sooner than a server's Retry-After.
+
+    A running job's log is read at a poll only when it is due (``log_wait``): at once while it grows,
+    and after each read that found nothing new twice as long as before, from ``initial_s`` up to
+    ``log_quiet_max_s``. A quiet job then costs 60 / max_s status calls and 60 / log_quiet_max_s log
+    reads a minute (4 + 1 by default); a new line shows in the task log within ``log_quiet_max_s``
+    plus one poll, and every line at the job's end.
     """
 
     initial_s: float = 5.0
@@ -30,6 +36,7 @@ class PollPolicy:
     jitter: float = 0.2
     error_initial_s: float = 2.0
     error_max_s: float = 60.0
+    log_quiet_max_s: float = 60.0
 
     def interval(self, polls_done: int, rand: float) -> float:
         """Seconds to wait after ``polls_done`` healthy polls; ``rand`` is uniform in [0, 1)."""
@@ -37,6 +44,12 @@ class PollPolicy:
         if raw >= self.max_s:
             return self.max_s
         return raw * (1.0 - self.jitter * rand)
+
+    def log_wait(self, previous_wait_s: float, grew: bool) -> float:
+        """Seconds until the log is due again after a read that found it grown (``grew``) or not."""
+        if grew:
+            return 0.0
+        return min(self.log_quiet_max_s, max(2.0 * previous_wait_s, self.initial_s))
 
     def error_delay(self, consecutive_errors: int, rand: float, retry_after_s: float | None = None) -> float:
         """Seconds to wait after the n-th consecutive transient error (n >= 1)."""

@@ -6,9 +6,12 @@ Its events are in the package's one event vocabulary (:mod:`edge_training.trigge
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import json
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
 from airflow.sdk import BaseHook
@@ -42,6 +45,63 @@ TASK_ENDED_STATES = frozenset({"failed", "success", "skipped", "upstream_failed"
 T = TypeVar("T")
 
 
+def connection_fingerprint(connection: Any) -> str:
+    """A digest of every setting of an Airflow connection (secret included, never shown): two triggers
+    share a client only when their connection is the same, so an edited connection gets a new one."""
+    fields = {name: getattr(connection, name, None) for name in ("conn_type", "host", "schema", "login",
+                                                                  "password", "port")}
+    fields["extra"] = getattr(connection, "extra_dejson", None) or getattr(connection, "extra", None)
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class SharedHooks:
+    """The AML hooks the triggers of one event loop share: one per connection id and its settings.
+
+    A triggerer runs hundreds of triggers in one event loop; with a hook each, every trigger would
+    hold its own MLClient (a dozen generated service clients with their HTTP sessions), its own
+    credential and token, and its own log transport. Sharing one hook per connection keeps the
+    triggerer's memory and its token requests flat in the number of waits; the hook builds its
+    clients once, under a lock, and its calls run side by side in worker threads. The hook is
+    counted by its users and closed when the last one lets go, so nothing outlives the waits (and a
+    connection edited meanwhile gets a new hook for the triggers that start after the edit).
+
+    Only the event loop's own thread calls ``acquire``/``release`` (no await inside), so the count
+    needs no lock.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[Hashable, list[Any]] = {}
+
+    def acquire(self, key: Hashable, build: Callable[[], AzureMLHook]) -> AzureMLHook:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = [build(), 0]
+        entry[1] += 1
+        return entry[0]
+
+    def release(self, key: Hashable) -> AzureMLHook | None:
+        """One user fewer; returns the hook to close when that was the last user."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        entry[1] -= 1
+        if entry[1] > 0:
+            return None
+        del self._entries[key]
+        return entry[0]
+
+    def users(self, key: Hashable) -> int:
+        entry = self._entries.get(key)
+        return entry[1] if entry else 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+#: The hooks this process's triggers share (keyed by event loop, connection id and settings).
+SHARED_HOOKS = SharedHooks()
+
+
 class AzureMLJobTrigger(BaseTrigger):
     """Poll one AML job until it ends, its deadline passes, or the user kills the task.
 
@@ -53,6 +113,11 @@ class AzureMLJobTrigger(BaseTrigger):
     and the event loop never blocks. Calling the async azure-core pipeline directly would mean
     re-implementing the SDK's REST shapes, API versions and cloud handling, and the production
     path is the real SDK; the calls are short (one GET each poll), so a thread per call is cheap.
+
+    The triggers of one connection share one hook (:class:`SharedHooks`). What one wait costs AML
+    once its job is quiet: a status call every ``max_s`` and a log read (one HTTP Range request on
+    the log's URL, which run history is asked for once) that backs off to every ``log_quiet_max_s``
+    while the log does not grow (see ``PollPolicy``).
 
     :param job_name: the AML job to wait for.
     :param azureml_conn_id: the Airflow connection of the AML workspace.
@@ -96,6 +161,11 @@ class AzureMLJobTrigger(BaseTrigger):
         self.polls_done = polls_done
         self.max_transient_errors = max_transient_errors
         self.cancel_on_timeout = cancel_on_timeout
+        # Not serialised: where the log is (run history's SAS URL, asked for once and again only
+        # when it stops working) and when it is due to be read again.
+        self._log_source: tuple[str | None, str] | None = None
+        self._log_wait = 0.0
+        self._log_due = 0.0
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -114,10 +184,25 @@ class AzureMLJobTrigger(BaseTrigger):
             },
         )
 
-    async def _hook(self) -> AzureMLHook:
-        connection = await BaseHook.aget_connection(self.azureml_conn_id)
+    async def _connection(self) -> Any:
+        return await BaseHook.aget_connection(self.azureml_conn_id)
+
+    def _new_hook(self, connection: Any) -> AzureMLHook:
         # retry_total=0: azure-core's own retries would hide 429/503 from this loop's backoff.
         return AzureMLHook(azureml_conn_id=self.azureml_conn_id, retry_total=0, connection=connection)
+
+    @contextlib.asynccontextmanager
+    async def _shared_hook(self) -> AsyncIterator[AzureMLHook]:
+        """The hook of this trigger's connection, shared with the other triggers of this event loop."""
+        connection = await self._connection()
+        key = (asyncio.get_running_loop(), self.azureml_conn_id, connection_fingerprint(connection))
+        hook = SHARED_HOOKS.acquire(key, lambda: self._new_hook(connection))
+        try:
+            yield hook
+        finally:
+            last_user_of = SHARED_HOOKS.release(key)
+            if last_user_of is not None:
+                await self._call(last_user_of.close)
 
     @staticmethod
     async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -138,13 +223,39 @@ class AzureMLJobTrigger(BaseTrigger):
             **extra,
         )
 
+    def _log_is_due(self) -> bool:
+        return time.monotonic() >= self._log_due
+
+    def _log_read(self, policy: PollPolicy, *, grew: bool) -> None:
+        """After a read: read again at the next poll while the log grows, less and less often while quiet."""
+        self._log_wait = policy.log_wait(self._log_wait, grew)
+        self._log_due = time.monotonic() + self._log_wait
+
     async def _stream_log(self, hook: AzureMLHook, *, final: bool) -> None:
-        """Show new log lines; a log that cannot be read is reported, never fatal to the wait."""
+        """Show new log lines; a log that cannot be read is reported, never fatal to the wait.
+
+        Run history is asked for the log's URL once; then each read is one Range request on it from
+        the shown offset. A read that fails drops the URL (it may have expired), so the next read asks
+        run history again.
+        """
+        policy = PollPolicy(**self.poll_policy)
         try:
-            chunk = await self._call(hook.read_log, self.job_name, self.log_offset, final=final)
+            if self._log_source is None:
+                log_file, url = await self._call(hook.log_url, self.job_name)
+                if url is None:  # no log yet
+                    self._log_read(policy, grew=False)
+                    return
+                self._log_source = (log_file, url)
+            log_file, url = self._log_source
+            chunk = await self._call(
+                hook.read_log_at, self.job_name, url, self.log_offset, final=final, log_file=log_file
+            )
         except Exception as err:  # noqa: BLE001 - e.g. an expired log URL (403): the wait goes on without it
+            self._log_source = None
+            self._log_read(policy, grew=False)
             self.log.warning("Could not read the log of AML job %s this time: %s", self.job_name, err)
             return
+        self._log_read(policy, grew=chunk.new_bytes > 0)
         for line in chunk.lines:
             self.log.info("[%s] %s", self.job_name, line)
         if chunk.offset != self.log_offset:
@@ -213,47 +324,45 @@ class AzureMLJobTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         policy = PollPolicy(**self.poll_policy)
-        hook = await self._hook()
+        async with self._shared_hook() as hook:
+            event = await self._wait(hook, policy)
+        yield event
+
+    async def _wait(self, hook: AzureMLHook, policy: PollPolicy) -> TriggerEvent:
+        """Poll until the job ends, the deadline passes or the wait cannot go on: the one event to send."""
         job: JobState | None = None
         if self.stream_logs:
             # A triggerer that crashed mid-wait has already shown the log up to the stored offset.
             self.log_offset = max(self.log_offset, await self._stored_log_offset())
-        try:
-            while True:
-                poll_started = time.monotonic()
-                try:
-                    job = await self._with_retries(hook, lambda: self._call(hook.get_job, self.job_name))
-                except TRANSIENT_ERRORS as err:
-                    if self.deadline is not None and time.time() >= self.deadline:
-                        yield await self._timeout(hook, job)
-                        return
-                    yield self._event(
-                        EVENT_ERROR, job, f"AML job {self.job_name}: gave up after transient errors: {err}"
-                    )
-                    return
-                except Exception as err:
-                    yield self._event(EVENT_ERROR, job, f"AML job {self.job_name}: {type(err).__name__}: {err}")
-                    return
-                if self.stream_logs and (job.status in LOGGING_STATUSES or job.is_terminal):
-                    await self._stream_log(hook, final=job.is_terminal)
-                if job.is_terminal:
-                    outcome = EVENT_SUCCESS if job.succeeded else EVENT_FAILED
-                    yield self._event(outcome, job, f"AML job {self.job_name} ended {job.status}")
-                    return
-                now = time.time()
-                if self.deadline is not None and now >= self.deadline:
-                    yield await self._timeout(hook, job)
-                    return
-                # The interval runs from one status call to the next (the log read is inside it), so
-                # at the cap a job is seen exactly every max_s seconds.
-                delay = policy.interval(self.polls_done, random.random()) - (time.monotonic() - poll_started)
-                delay = max(delay, 0.0)
-                if self.deadline is not None:
-                    delay = min(delay, max(0.0, self.deadline - now))
-                self.polls_done += 1
-                await asyncio.sleep(delay)
-        finally:
-            await self._call(hook.close)
+        while True:
+            poll_started = time.monotonic()
+            try:
+                job = await self._with_retries(hook, lambda: self._call(hook.get_job, self.job_name))
+            except TRANSIENT_ERRORS as err:
+                if self.deadline is not None and time.time() >= self.deadline:
+                    return await self._timeout(hook, job)
+                return self._event(
+                    EVENT_ERROR, job, f"AML job {self.job_name}: gave up after transient errors: {err}"
+                )
+            except Exception as err:
+                return self._event(EVENT_ERROR, job, f"AML job {self.job_name}: {type(err).__name__}: {err}")
+            log_due = job.is_terminal or (job.status in LOGGING_STATUSES and self._log_is_due())
+            if self.stream_logs and log_due:
+                await self._stream_log(hook, final=job.is_terminal)
+            if job.is_terminal:
+                outcome = EVENT_SUCCESS if job.succeeded else EVENT_FAILED
+                return self._event(outcome, job, f"AML job {self.job_name} ended {job.status}")
+            now = time.time()
+            if self.deadline is not None and now >= self.deadline:
+                return await self._timeout(hook, job)
+            # The interval runs from one status call to the next (the log read is inside it), so
+            # at the cap a job is seen exactly every max_s seconds.
+            delay = policy.interval(self.polls_done, random.random()) - (time.monotonic() - poll_started)
+            delay = max(delay, 0.0)
+            if self.deadline is not None:
+                delay = min(delay, max(0.0, self.deadline - now))
+            self.polls_done += 1
+            await asyncio.sleep(delay)
 
     async def _timeout(self, hook: AzureMLHook, job: JobState | None) -> TriggerEvent:
         """The deadline passed: cancel the job (unless told not to) and say what it ended as."""
@@ -313,8 +422,7 @@ class AzureMLJobTrigger(BaseTrigger):
         if await self._task_will_run_again():
             self.log.info("The task was cleared and will re-attach to AML job %s: leaving it running", self.job_name)
             return
-        hook = await self._hook()
-        try:
+        async with self._shared_hook() as hook:
             # Inside the triggerer's own bound ([triggerer] on_kill_timeout, 30 s by default); the cancel
             # request goes out first, the rest only waits for AML to confirm it.
             job = await asyncio.wait_for(
@@ -322,8 +430,6 @@ class AzureMLJobTrigger(BaseTrigger):
                 timeout=25.0,
             )
             self.log.info("Canceled AML job %s on task kill; status %s", self.job_name, job.status)
-        finally:
-            await self._call(hook.close)
 
 
 async def first_event(trigger: BaseTrigger) -> TriggerEvent:
