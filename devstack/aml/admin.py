@@ -63,9 +63,10 @@ class AmlDoubleAdmin:
         finally:
             self.remove_fault(fault)
 
-    def requests(self) -> dict[str, Any]:
-        """``{"counts": {route key: n}, "recent": [{method, path, route, status, ...}]}``."""
-        return self._call("GET", "/_admin/requests")
+    def requests(self, since: float | None = None) -> dict[str, Any]:
+        """``{"counts": {route key: n}, "recent": [{method, path, route, status, ...}]}``; with ``since``
+        (epoch seconds), only the recent requests logged after it."""
+        return self._call("GET", "/_admin/requests" + (f"?since={since!r}" if since is not None else ""), timeout=60)
 
     def reset_requests(self) -> None:
         self._call("DELETE", "/_admin/requests")

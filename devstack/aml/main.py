@@ -76,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-jobs-per-compute", type=int,
                         default=int(os.environ.get("AML_DOUBLE_MAX_JOBS_PER_COMPUTE", "4")),
                         help="jobs running at once on one compute; more wait in Queued")
+    parser.add_argument("--job-mode", choices=("container", "host"),
+                        default=os.environ.get("AML_DOUBLE_JOB_MODE", "container"),
+                        help="container: each job in a docker container on the VM (as AML runs jobs); host: each "
+                             "job as a plain process on the VM, no code/inputs/outputs (load tests: "
+                             "devstack/aml/host_jobs.py)")
     parser.add_argument("--log-level", default=os.environ.get("AML_DOUBLE_LOG_LEVEL", "info"))
     args = parser.parse_args(argv)
 
@@ -100,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runner = JobRunner(store=store, state_dir=args.state_dir, storage=_storage,
                        known_hosts=os.environ.get("EDGE_VM_KNOWN_HOSTS"), ca_file=args.ca_file,
-                       max_jobs_per_compute=args.max_jobs_per_compute)
+                       max_jobs_per_compute=args.max_jobs_per_compute, job_mode=args.job_mode)
     double = AmlDouble(store=store, endpoint=endpoint, state_dir=args.state_dir, storage=_storage,
                        runner=runner, files_secret=secret_for(args.state_dir),
                        client_secret=client_secret_for(args.state_dir))

@@ -50,7 +50,10 @@ class AdminRoutes(RouteFamily):
             return JSONResponse({"faults": [f.__dict__ for f in self.faults.faults]})
         if path == "/_admin/requests":
             if method == "GET":
-                return JSONResponse({"counts": dict(self.faults.counts), "recent": list(self.faults.recent)})
+                # ?since=<epoch seconds>: only the requests logged after it (a poller fetches each entry once).
+                since = float(query["since"]) if query.get("since") else None
+                recent = [r for r in list(self.faults.recent) if since is None or r["time"] > since]
+                return JSONResponse({"counts": dict(self.faults.counts), "recent": recent})
             if method == "DELETE":
                 self.faults.reset_counts()
                 return JSONResponse({"counts": {}})

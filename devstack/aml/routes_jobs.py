@@ -233,9 +233,10 @@ class JobRoutes(RouteFamily):
         await request.body()  # the dispatcher reads every body past the studio pages; this one too
         parts = path[len("/_files/"):].split("/", 1)
         return await run_in_threadpool(self.serve_file, unquote(parts[0]),
-                                       unquote(parts[1]) if len(parts) > 1 else "", query.get("sig", ""))
+                                       unquote(parts[1]) if len(parts) > 1 else "", query.get("sig", ""),
+                                       request.headers.get("range"))
 
-    def serve_file(self, job: str, path: str, sig: str) -> Response:
+    def serve_file(self, job: str, path: str, sig: str, range_header: str | None = None) -> Response:
         if not hmac.compare_digest(sig, self.file_token(job, path)):
             return JSONResponse({"error": {"code": "AuthenticationFailed", "message": "bad signature"}},
                                 status_code=403)
@@ -243,4 +244,23 @@ class JobRoutes(RouteFamily):
         if local is None or not local.exists():
             return JSONResponse({"error": {"code": "NotFound", "message": f"{job}/{path} not found"}},
                                 status_code=404)
-        return Response(local.read_bytes(), media_type="text/plain; charset=utf-8")
+        data = local.read_bytes()
+        if range_header:
+            return self.ranged(data, range_header)
+        return Response(data, media_type="text/plain; charset=utf-8")
+
+    @staticmethod
+    def ranged(data: bytes, range_header: str) -> Response:
+        """Answer a ``Range: bytes=<first>-[<last>]`` read as blob storage does: 206 with those bytes, or
+        416 (no body) when the range starts at or past the end (a log that has not grown since)."""
+        spec = range_header.strip().lower()
+        first_text, _, last_text = spec.removeprefix("bytes=").partition("-")
+        if not spec.startswith("bytes=") or not first_text.isdigit() or (last_text and not last_text.isdigit()):
+            return JSONResponse({"error": {"code": "InvalidRange", "message": f"unsupported Range {range_header!r}: "
+                                           "this double serves 'bytes=<first>-[<last>]'"}}, status_code=400)
+        first = int(first_text)
+        last = min(int(last_text), len(data) - 1) if last_text else len(data) - 1
+        if first >= len(data) or last < first:
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{len(data)}"})
+        return Response(data[first:last + 1], status_code=206, media_type="text/plain; charset=utf-8",
+                        headers={"Content-Range": f"bytes {first}-{last}/{len(data)}"})

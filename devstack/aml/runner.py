@@ -27,6 +27,9 @@ from devstack.aml import config
 log = logging.getLogger("aml-double.runner")
 
 TERMINAL = {"Completed", "Failed", "Canceled", "NotResponding", "Paused"}
+#: How the double runs a job: "container" (docker on the VM, as AML does) or "host" (a plain process on
+#: the VM, for load tests: devstack/aml/host_jobs.py).
+JOB_MODES = ("container", "host")
 RUNJOB = Path(__file__).with_name("runjob.py")
 DATASTORE_URI = re.compile(
     r"^azureml://(?:subscriptions/[^/]+/resource[gG]roups/[^/]+/(?:providers/[^/]+/)?workspaces/[^/]+/)?"
@@ -67,7 +70,7 @@ def load_private_key(data: str) -> paramiko.PKey:
 class JobRunner:
     def __init__(self, *, store: Any, state_dir: Path, storage: Any, known_hosts: str | None, ca_file: str | None,
                  vm_dns_suffix: str = "local.azurestack.external", poll_interval: float = 0.2,
-                 max_jobs_per_compute: int = 4) -> None:
+                 max_jobs_per_compute: int = 4, job_mode: str = "container") -> None:
         self.store = store
         self.state_dir = state_dir
         self.storage = storage
@@ -80,6 +83,15 @@ class JobRunner:
         self._lock = threading.Lock()
         self.max_jobs_per_compute = max_jobs_per_compute
         self._compute_slots: dict[str, threading.BoundedSemaphore] = {}
+        if job_mode not in JOB_MODES:
+            raise ValueError(f"job mode must be one of {', '.join(JOB_MODES)}; got {job_mode!r}")
+        self.job_mode = job_mode
+        # "host": every job runs as a plain process on its VM (devstack/aml/host_jobs.py), for load tests.
+        self.host_jobs = None
+        if job_mode == "host":
+            from devstack.aml.host_jobs import HostJobs
+
+            self.host_jobs = HostJobs(self)
 
     # ------------------------------------------------------------------ API used by the app
     def log_path(self, name: str) -> Path:
@@ -87,13 +99,22 @@ class JobRunner:
 
     def active_count(self) -> int:
         with self._lock:
-            return sum(1 for t in self._threads.values() if t.is_alive())
+            threads = sum(1 for t in self._threads.values() if t.is_alive())
+        return threads + (self.host_jobs.active_count() if self.host_jobs is not None else 0)
 
     def submit(self, name: str) -> None:
         self._set(name, "Queued")
+        if self.host_jobs is not None:
+            self.host_jobs.submit(name)
+            return
         self._start_thread(name, reattach=False)
 
     def cancel(self, name: str) -> None:
+        if self.host_jobs is not None and self.host_jobs.cancel(name):
+            job = self.store.get_job(name)
+            if job is not None and job["status"] not in TERMINAL:
+                self.store.update_job(name, status="CancelRequested", cancel_requested=time.time())
+            return
         with self._lock:
             event = self._cancel.setdefault(name, threading.Event())
             alive = name in self._threads and self._threads[name].is_alive()
@@ -112,6 +133,10 @@ class JobRunner:
             if job["status"] in TERMINAL:
                 continue
             name = job["name"]
+            if job["runtime"].get("mode") == "host" or (self.host_jobs is not None
+                                                        and not job["runtime"].get("container")):
+                self._recover_host_job(job)
+                continue
             if job["status"] == "CancelRequested":
                 self._cancel.setdefault(name, threading.Event()).set()
             if job["runtime"].get("container"):
@@ -121,6 +146,27 @@ class JobRunner:
             else:
                 log.info("job %s: the double restarted before its container started; preparing again", name)
                 self._start_thread(name, reattach=False)
+
+    def _recover_host_job(self, job: dict) -> None:
+        name = job["name"]
+        if self.host_jobs is None:
+            self._finish(name, "Failed", error="the AML double restarted in container mode; this job ran in "
+                                               "host mode (--job-mode host) and is no longer followed")
+            return
+        if job["runtime"].get("host_pid"):
+            log.info("job %s: re-attaching to its process %s on the VM", name, job["runtime"]["host_pid"])
+            self._history(name, "reattached")
+            try:
+                self.host_jobs.reattach(name, job["runtime"])
+            except JobError as exc:
+                self._finish(name, "Failed", error=str(exc))
+                return
+            if job["status"] == "CancelRequested":
+                self.host_jobs.cancel(name)
+        elif job["status"] == "CancelRequested":
+            self._finish(name, "Canceled", error=None)
+        else:
+            self.host_jobs.submit(name)
 
     # ------------------------------------------------------------------ state helpers
     def _start_thread(self, name: str, *, reattach: bool) -> None:
