@@ -302,7 +302,7 @@ class HostJobs:
             checks = "".join(f"alive {job['pid']} || [ -e {q(job['workdir'])}/exit_code ] || echo {q(name)}\n"
                              for name, job in jobs.items() if name not in ended)
             if checks:
-                checks = ('alive() { read -r _ _ st _ < "/proc/$1/stat" 2>/dev/null && [ "$st" != Z ]; }\n'
+                checks = ('alive() { read -r _ _ st _ 2>/dev/null < "/proc/$1/stat" && [ "$st" != Z ]; }\n'
                           + checks)
                 vanished = {line.strip() for line in self._run(compute, ssh, checks).splitlines() if line.strip()}
         grown = [n for n, job in jobs.items() if sizes.get(n, 0) > job["offset"] or n in ended]
