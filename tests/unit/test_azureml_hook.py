@@ -228,3 +228,35 @@ def test_config_is_frozen():
     cfg = AzureMLConnectionConfig("s", "r", "w", "default", "AzureCloud")
     with pytest.raises(Exception):
         cfg.subscription_id = "x"  # type: ignore[misc]
+
+
+def test_the_combined_ca_bundle_survives_many_threads_writing_it_at_once(tmp_path, monkeypatch):
+    """Threads sharing one hook (the triggers of a connection) submit side by side: each may write the bundle."""
+    import tempfile
+    import threading
+
+    from edge_training.hooks import azureml as hook_module
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ca = tmp_path / "stack-ca.pem"
+    unique = str(random.random()).encode()  # a CA content no earlier run wrote a bundle for
+    ca.write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB" + unique + b"\n-----END CERTIFICATE-----\n")
+    barrier = threading.Barrier(12)
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        barrier.wait()
+        try:
+            results.append(hook_module._combined_ca_bundle(str(ca)))
+        except BaseException as err:  # noqa: BLE001 - collected for the assertion
+            errors.append(err)
+
+    threads = [threading.Thread(target=write) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == [] and len(set(results)) == 1
+    assert open(results[0], "rb").read().endswith(ca.read_bytes())

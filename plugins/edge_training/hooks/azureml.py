@@ -784,7 +784,8 @@ def _combined_ca_bundle(ca_file: str) -> str:
     digest = hashlib.sha256(extra).hexdigest()[:16]
     target = Path(tempfile.gettempdir()) / f"edge-training-ca-{digest}.pem"
     if not target.exists():
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        # A temporary name of this process and thread: threads sharing one hook may all write it at once.
+        tmp = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_bytes(Path(certifi.where()).read_bytes() + b"\n" + extra)
         tmp.replace(target)
     return str(target)
