@@ -1,4 +1,7 @@
-"""Fixtures the browser tests share: one headless Chromium for the session.
+"""Fixtures the browser tests share: a headless Chromium per test module.
+
+Module scope, not session: Playwright's sync API keeps an event loop running in the main thread while it
+is open, and every later ``asyncio.run`` in the session (the trigger tests) would fail.
 
 Debian's chromium (installed here if missing) driven by Playwright with executable_path: nothing is
 downloaded.
@@ -18,7 +21,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     if shutil.which("chromium") is None:
         apt_install(["chromium"], what="UI tests (headless chromium)")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from devstack.aml import config as aml_config
+from devstack.base import StackError
 from tests.e2e.support import DAG_ID, MODEL_NAME, stackhub_container
 from tests.faults.battery import BATTERY, REPO, jobs_of, quoted
 
@@ -71,10 +72,13 @@ def airflow_surfaces(airflow) -> dict[str, str]:
                 try:
                     texts[f"task log of {where} try {attempt}"] = airflow.task_log(DAG_ID, run["dag_run_id"],
                                                                                    ti["task_id"], attempt)
-                except urllib.error.HTTPError as err:
-                    # Seen for an earlier try of a task whose process the worker-kill case SIGKILLed: the
-                    # API answers 404 while the try's log file exists; that file is read below, with the rest.
-                    if err.code != 404 or not task_log_files(airflow, run["dag_run_id"], ti["task_id"], attempt):
+                except StackError as err:
+                    # Seen for an earlier try of a task whose process the worker-kill case SIGKILLed, and for
+                    # try 1 of a deferred task: the API answers 404 "TaskInstance not found" while the try's
+                    # log file exists; that file is read below, with the rest.
+                    cause = err.__cause__
+                    not_found = isinstance(cause, urllib.error.HTTPError) and cause.code == 404
+                    if not not_found or not task_log_files(airflow, run["dag_run_id"], ti["task_id"], attempt):
                         raise
             entries = airflow.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{ti['task_id']}"
                                          "/xcomEntries")["xcom_entries"]
