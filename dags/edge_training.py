@@ -15,9 +15,11 @@ partition (`telemetry/date=YYYY-MM-DD/` in the `training` container), and:
 4. **evaluate_gate** - compares the new metrics with the current production model; a worse model
    skips registration (a skip, not a failure).
 5. **register_model** - registers the job's model output as a version with lineage tags
-   (partition, fingerprint, job, run, git commit, metrics) and emits the model asset event.
+   (partition, fingerprint, job, run, git commit, metrics, gate_passed).
 6. **build_image** / **push_image** - builds the scoring image with the model, smoke-tests it, pushes
-   it to the registry and verifies the digest; the image reference goes back onto the model version.
+   it to the registry and verifies the digest; the image reference and the smoke test's request and
+   answer go back onto the model version, and the model asset event (model, version, image digest,
+   with the partition key) schedules `edge_deploy`, which serves it on the edge VM.
 7. **summary** - one JSON line: partition, job, model, image, status, durations.
 
 Runs are keyed by partition (`CronPartitionTimetable`: the run at 00:00 UTC trains the day that just
@@ -52,12 +54,8 @@ from airflow.sdk import DAG, AssetAlias, CronPartitionTimetable, Param
 # imports (the standard provider's PythonOperator, `packaging`) were about a third of every parse of this
 # file. bench/overhead.py measures the parse; tests/unit/test_dag_parse_imports.py keeps it so.
 from airflow.sdk.definitions.decorators import task
-from edge_training.operators.azureml import (
-    AzureMLRegisterModelOperator,
-    AzureMLSubmitJobOperator,
-    configured_model_name,
-    model_asset,
-)
+from edge_training.assets import configured_model_name, model_asset
+from edge_training.operators.azureml import AzureMLRegisterModelOperator, AzureMLSubmitJobOperator
 from edge_training.operators.container_image import ModelImageBuildOperator, ModelImagePushOperator
 from edge_training.operators.edge_vm import EdgeVMReadinessOperator
 from edge_training.operators.gate import EvaluateGateOperator
@@ -74,7 +72,7 @@ SERVING_CONTEXT = str(PROJECT_ROOT / "include" / "serving")
 # The partition this run trains: the `partition` param when given (manual runs), else the run's key.
 PARTITION = "{{ edge_partition(params.partition or partition_key) }}"
 # The model this deployment trains (a deployment setting, read when the DAG is parsed): the default of
-# the model_name param, and the asset a consumer DAG schedules on. A run given another model_name
+# the model_name param, and the asset edge_deploy schedules on. A run given another model_name
 # updates that model's asset through MODEL_ALIAS instead (alias events carry no partition key).
 MODEL_NAME = configured_model_name()
 MODEL_ASSET = model_asset(MODEL_NAME)
@@ -255,7 +253,8 @@ with DAG(
         training_environment="{{ params.environment }}",
         # The partition the model was trained on: the input of this task's lineage (OpenLineage provider).
         training_data=validate_partition.output,
-        outlets=[MODEL_ASSET, MODEL_ALIAS],
+        # Read by edge_deploy, which deploys only versions the gate let through.
+        extra_tags={"gate_passed": "{{ (ti.xcom_pull(task_ids='evaluate_gate') or {}).get('passed') }}"},
         # Two runs of one partition (a manual run beside a backfill) must not both register: with one
         # slot, the look-up by job tag and the registration happen as one step.
         pool="edge_model_registry",
@@ -278,6 +277,9 @@ with DAG(
         task_id="push_image",
         build_result=build_image.output,
         execution_timeout=timedelta(minutes=20),
+        # The model is shippable once its image is in the registry: the event (partition key, model,
+        # version, image digest) schedules edge_deploy.
+        outlets=[MODEL_ASSET, MODEL_ALIAS],
     )
 
     @task(trigger_rule="none_failed", retries=0)

@@ -374,6 +374,24 @@ class LocalAirflow:
             time.sleep(2)
         raise StackError(f"run {dag_id}/{run_id} not finished after {timeout:.0f}s")
 
+    def wait_asset_triggered_run(self, dag_id: str, partition_key: str, *, after: str,
+                                 timeout: float = 300) -> dict:
+        """The first run of ``dag_id`` an asset event created for ``partition_key`` at or after ``after``
+        (ISO time), once it has finished."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = self.api("GET", f"/dags/{dag_id}/dagRuns?order_by=run_after&limit=100"
+                                   f"&run_after_gte={urllib.request.quote(after, safe='')}")["dag_runs"]
+            found = [r for r in runs
+                     if r.get("run_type") == "asset_triggered" and r.get("partition_key") == partition_key]
+            if found:
+                return self.wait_run(dag_id, found[0]["dag_run_id"], timeout=max(deadline - time.monotonic(), 1))
+            time.sleep(2)
+        raise StackError(f"no asset-triggered run of {dag_id} for partition {partition_key} after {timeout:.0f}s")
+
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self.api("PATCH", f"/dags/{dag_id}", {"is_paused": paused})
+
     def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict]:
         quoted = urllib.request.quote(run_id, safe="")
         tis = self.api("GET", f"/dags/{dag_id}/dagRuns/{quoted}/taskInstances")["task_instances"]

@@ -4,12 +4,14 @@
     python -m devstack.demo down              # stop Airflow (the stack stays until make stack-down)
 
 The last line printed by `up` is the run's summary JSON (partition, aml_job, model, image, status,
-ui, training_page, lineage: the datasets its OpenLineage events name, login). The Airflow UI stays up
-until `make demo-down` or `make stack-down`.
+ui, training_page, lineage: the datasets its OpenLineage events name, login, and deployment: the
+edge_deploy run the model asset event started, with the version that serves and its serving_url). The
+Airflow UI stays up until `make demo-down` or `make stack-down`.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from devstack.lineage_files import datasets, file_transport_env, run_events
 from devstack.base import REPO, StackError
 
 DAG_ID = "edge_training"
+DEPLOY_DAG_ID = "edge_deploy"
 #: The demo's OpenLineage namespace; its events are files under its Airflow home (devstack/lineage_files.py).
 LINEAGE_NAMESPACE = "edge-demo"
 
@@ -67,6 +70,16 @@ def run_partition(airflow: LocalAirflow, date: str, *, timeout: float = 1200) ->
     return summary
 
 
+def deployment(airflow: LocalAirflow, key: str, *, after: str) -> dict:
+    """The edge_deploy run the training's model asset event started: which version serves, and where."""
+    run = airflow.wait_asset_triggered_run(DEPLOY_DAG_ID, key, after=after)
+    states = {t: ti["state"] for t, ti in airflow.task_instances(DEPLOY_DAG_ID, run["dag_run_id"]).items()}
+    result = {"run_id": run["dag_run_id"], "run_state": run["state"], "task_states": states}
+    if states.get("summary") == "success":
+        result.update(airflow.xcom(DEPLOY_DAG_ID, run["dag_run_id"], "summary"))
+    return result
+
+
 def up(date: str | None) -> int:
     subprocess.run([sys.executable, "-m", "devstack", "up"], check=True, cwd=REPO)
     subprocess.run([sys.executable, "-m", "devstack.seed"], check=True, cwd=REPO)
@@ -76,7 +89,12 @@ def up(date: str | None) -> int:
     lineage.mkdir(parents=True, exist_ok=True)
     airflow.extra_env.update(file_transport_env(lineage, LINEAGE_NAMESPACE))
     airflow.start()
+    # edge_deploy starts paused (a deployment decision); the demo deploys what it trains.
+    airflow.wait_dag_parsed(DEPLOY_DAG_ID)
+    started = dt.datetime.now(dt.timezone.utc).isoformat()
     summary = run_partition(airflow, date)
+    if summary.get("status") == "success":
+        summary["deployment"] = deployment(airflow, partition_key(summary["partition"]), after=started)
     events = run_events(lineage, summary["run_id"], until_complete=set(summary["task_states"]), timeout=60)
     summary["lineage"] = {"events": str(lineage), "event_count": len(events), **datasets(events)}
     summary["ui"] = f"{airflow.base_url}/dags/{DAG_ID}/runs/{summary['run_id']}"
@@ -85,7 +103,9 @@ def up(date: str | None) -> int:
     print(f"Airflow UI: {airflow.base_url}  (user {ADMIN_USER}, password {airflow.admin_password});"
           f" Edge training page: {summary['training_page']}; stop it with `make demo-down`", flush=True)
     print(json.dumps(summary, sort_keys=True), flush=True)
-    return 0 if summary.get("run_state") == "success" else 1
+    # A shipped model must be serving; a gated one (worse than production) is not deployed, by design.
+    deployed = summary.get("status") != "success" or summary.get("deployment", {}).get("status") == "serving"
+    return 0 if summary.get("run_state") == "success" and deployed else 1
 
 
 def down() -> int:

@@ -33,3 +33,15 @@ def browser():
             yield instance
         finally:
             instance.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """test_edge_deploy.py runs after the other e2e modules: it deploys the versions they trained, and moves
+    the production mark only once their gates have run (it takes the mark off again when it ends)."""
+    deploy = [item for item in items if item.path.name == "test_edge_deploy.py"]
+    if not deploy:
+        return
+    rest = [item for item in items if item.path.name != "test_edge_deploy.py"]
+    e2e = [n for n, item in enumerate(rest) if item.path.parent.name == "e2e"]
+    at = e2e[-1] + 1 if e2e else len(rest)
+    items[:] = rest[:at] + deploy + rest[at:]

@@ -18,10 +18,10 @@ from edge_training.hooks.azureml import AzureMLHook
 from edge_training.hooks.azureml_naming import build_job_name
 from edge_training.hooks.azureml_polling import PollPolicy
 from edge_training.links.azureml import AzureMLModelLink
+from edge_training.assets import model_asset
 from edge_training.operators.azureml import (
     AzureMLRegisterModelOperator,
     AzureMLSubmitJobOperator,
-    model_asset,
 )
 from edge_training.operators.gate import EvaluateGateOperator
 

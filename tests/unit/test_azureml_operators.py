@@ -10,10 +10,10 @@ import pytest
 
 from edge_training.exceptions import EvaluationGateError
 from edge_training.hooks.azureml_polling import PollPolicy
+from edge_training.assets import model_asset
 from edge_training.operators.azureml import (
     AzureMLRegisterModelOperator,
     AzureMLSubmitJobOperator,
-    model_asset,
 )
 from edge_training.operators.gate import gate_decision, model_metrics_from_tags
 from edge_training.triggers.azureml import AzureMLJobTrigger

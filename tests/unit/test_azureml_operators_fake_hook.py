@@ -53,11 +53,11 @@ from edge_training.hooks.azureml_naming import attempt_name, build_job_name
 from edge_training.hooks.azureml_polling import PollPolicy
 from edge_training.operators import azureml as azureml_operators
 from edge_training.operators import gate as gate_operators
+from edge_training.assets import model_asset
 from edge_training.operators.azureml import (
     DEFERRAL_GRACE_S,
     AzureMLRegisterModelOperator,
     AzureMLSubmitJobOperator,
-    model_asset,
 )
 from edge_training.operators.gate import EvaluateGateOperator
 from edge_training.sensors import azureml as azureml_sensors

@@ -73,14 +73,14 @@ def test_active_runs_default_to_four_and_follow_the_deployment_setting(monkeypat
 
 
 def test_the_model_name_setting_names_the_param_default_and_the_declared_asset(monkeypatch):
-    from edge_training.operators.azureml import model_asset
+    from edge_training.assets import model_asset
 
     monkeypatch.setenv("EDGE_MODEL_NAME", "pump-failure")
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert bag.import_errors == {}, bag.import_errors
     dag = bag.dags["edge_training"]
     assert dag.params["model_name"] == "pump-failure"
-    outlets = dag.get_task("register_model").outlets
+    outlets = dag.get_task("push_image").outlets
     assert model_asset("pump-failure") in outlets
     assert any(type(o).__name__ == "AssetAlias" for o in outlets)
 
@@ -97,7 +97,8 @@ def test_training_takes_an_edge_vm_slot_and_defers_unless_asked_to_wait_in_the_w
     for wait_in_triggerer in (True, False):
         rendered = env.from_string(submit.deferrable).render(params={"wait_in_triggerer": wait_in_triggerer})
         assert rendered is wait_in_triggerer
-    assert dag.get_task("register_model").outlets, "register_model must emit the model asset"
+    assert dag.get_task("push_image").outlets, "push_image must emit the model asset"
+    assert not dag.get_task("register_model").outlets, "one event per shippable model: push_image's"
     assert dag.get_task("register_model").pool == "edge_model_registry"
 
 

@@ -995,7 +995,7 @@ class FakeContainer:
         else:
             predictions = [round(0.1 * (i + 1), 3) for i in range(len(rows))]
         verdict = {"stage": "done", "health": {"status": "ok", "features": ["temp_c", "vibration_mm_s"]},
-                   "status": 200, "body": {"predictions": predictions}, "rows": len(rows)}
+                   "status": 200, "body": {"predictions": predictions}, "rows": len(rows), "request": rows}
         return ExecResult(0, f"waiting for /health\n{json.dumps(verdict)}\n".encode())
 
     def wait(self, timeout: float | None = None) -> dict[str, Any]:
@@ -1421,6 +1421,27 @@ def test_push_sends_both_tags_and_returns_the_registry_digest(images, tmp_path):
     # The registry holds the smoke-tested image: its config is the build's, identity labels included.
     config = r.repos[MODEL]["configs"][built["image_id"]]
     assert config["config"]["Labels"].items() >= identity().items()
+
+
+def test_push_emits_the_model_asset_event_with_the_partition_key_the_version_and_the_digest(images, tmp_path):
+    """edge_deploy is scheduled on this event: one per shippable model, naming the image by digest."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.execution_time.context import OutletEventAccessors
+
+    from edge_training.assets import model_asset
+
+    built = run(build_op(model_folder(tmp_path)), make_context())
+    assert built["smoke_test"]["request"] and built["smoke_test"]["predictions"]
+    ctx = make_context(outlet_events=OutletEventAccessors(),
+                       dag_run=SimpleNamespace(partition_key="2026-11-10T00:00:00"))
+    out = run(push_op(built, outlets=[model_asset(MODEL)]), ctx)
+
+    event = ctx["outlet_events"][model_asset(MODEL)]
+    assert event.partition_keys == {"2026-11-10T00:00:00"}
+    assert event.extra["model_version"] == "3" and event.extra["model_name"] == MODEL
+    assert event.extra["digest"] == out["digest"] and event.extra["image"] == out["image"]
+    assert event.extra["image"].endswith("@" + images.registry.tags()[TAGS[0]])
 
 
 def test_push_rerun_after_a_cut_short_push_adds_the_missing_tag_without_docker(images, tmp_path):

@@ -14,7 +14,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -736,10 +736,14 @@ class AzureMLHook(BaseHook):
                 f"AML model {name!r} version {version!r} not found in workspace {self.config.workspace_name!r}"
             ) from err
 
-    def update_model_tags(self, name: str, version: str, tags: Mapping[str, Any]) -> dict[str, str]:
-        """Merge ``tags`` into a model version's tags (e.g. the image reference written after a push)."""
+    def update_model_tags(self, name: str, version: str, tags: Mapping[str, Any],
+                          remove: Sequence[str] = ()) -> dict[str, str]:
+        """Merge ``tags`` into a model version's tags (e.g. the image reference written after a push) and
+        drop the ``remove`` keys (e.g. the production mark moving to another version)."""
         model = self.get_model(name, version)
         merged = {**(model.tags or {}), **{str(k): str(v) for k, v in tags.items()}}
+        for key in remove:
+            merged.pop(key, None)
         model.tags = merged
         with self._translated(f"Updating tags of AML model {name}:{version}"):
             updated = self.client.models.create_or_update(model)

@@ -348,36 +348,10 @@ class ContainerImageHook(BaseHook):
             )
             container.start()
             self.log.info("Smoke test of %s: container %s on port %d", image, name, port)
-            config = json.dumps({"port": port, "timeout": timeout, "rows": rows or []})
-            exit_code, output = container.exec_run(["python3", "-c", smoke_probe_source(), config], demux=False)
-            lines = (output or b"").decode("utf-8", "replace").strip().splitlines()
-            verdict = json.loads(lines[-1]) if exit_code == 0 and lines else None
-            if verdict is None:
-                exited = self._exit_code(container)
-                if exited is not None:
-                    raise SmokeTestError(
-                        f"smoke test of {image}: the scoring app exited with code {exited} before answering "
-                        f"/health{self._container_tail(container)}"
-                    )
-                raise SmokeTestError(
-                    f"smoke test of {image}: the probe failed (exit {exit_code}): "
-                    f"{' '.join(lines)[-500:]}{self._container_tail(container)}"
-                )
-            if verdict.get("stage") != "done":
-                raise SmokeTestError(
-                    f"smoke test of {image}: no answer from {verdict.get('stage')} within {timeout:.0f} s "
-                    f"({verdict.get('error')}){self._container_tail(container)}"
-                )
-            if verdict["status"] != 200:
-                raise SmokeTestError(
-                    f"smoke test of {image}: POST /score answered HTTP {verdict['status']}, expected 200: "
-                    f"{str(verdict['body'])[:300]}{self._container_tail(container)}"
-                )
-            predictions = check_predictions(verdict["body"], verdict["rows"], image=image)
+            answer = self.probe(container, image=image, port=port, rows=rows, timeout=timeout)
             seconds = time.monotonic() - started
-            self.log.info("Smoke test of %s passed in %.1f s: %d predictions", image, seconds, len(predictions))
-            return {"rows": verdict["rows"], "predictions": predictions, "seconds": round(seconds, 3),
-                    "features": verdict["health"].get("features", [])}
+            self.log.info("Smoke test of %s passed in %.1f s: %d predictions", image, seconds, answer["rows"])
+            return {**answer, "seconds": round(seconds, 3)}
         except docker.errors.APIError as exc:
             tail = self._container_tail(container) if container is not None else ""
             raise SmokeTestError(f"smoke test of {image} failed: {exc.explanation or exc}{tail}") from None
@@ -387,6 +361,44 @@ class ContainerImageHook(BaseHook):
                     container.remove(force=True)
                 except docker.errors.NotFound:
                     pass
+
+    def probe(self, container, *, image: str, port: int, rows: list[Any] | None = None,
+              timeout: float = 60.0) -> dict[str, Any]:
+        """Ask a running scoring container for /health, POST rows to /score, judge the answer.
+
+        The probe runs inside the container (``docker exec`` with the image's python3), so it reaches the
+        app the same way on any network mode. Raises SmokeTestError with the container's last log lines.
+        Returns rows, predictions, probabilities, features, the request rows sent and /health's answer.
+        """
+        config = json.dumps({"port": port, "timeout": timeout, "rows": rows or []})
+        exit_code, output = container.exec_run(["python3", "-c", smoke_probe_source(), config], demux=False)
+        lines = (output or b"").decode("utf-8", "replace").strip().splitlines()
+        verdict = json.loads(lines[-1]) if exit_code == 0 and lines else None
+        if verdict is None:
+            exited = self._exit_code(container)
+            if exited is not None:
+                raise SmokeTestError(
+                    f"smoke test of {image}: the scoring app exited with code {exited} before answering "
+                    f"/health{self._container_tail(container)}"
+                )
+            raise SmokeTestError(
+                f"smoke test of {image}: the probe failed (exit {exit_code}): "
+                f"{' '.join(lines)[-500:]}{self._container_tail(container)}"
+            )
+        if verdict.get("stage") != "done":
+            raise SmokeTestError(
+                f"smoke test of {image}: no answer from {verdict.get('stage')} within {timeout:.0f} s "
+                f"({verdict.get('error')}){self._container_tail(container)}"
+            )
+        if verdict["status"] != 200:
+            raise SmokeTestError(
+                f"smoke test of {image}: POST /score answered HTTP {verdict['status']}, expected 200: "
+                f"{str(verdict['body'])[:300]}{self._container_tail(container)}"
+            )
+        predictions = check_predictions(verdict["body"], verdict["rows"], image=image)
+        return {"rows": verdict["rows"], "predictions": predictions, "features": verdict["health"].get("features", []),
+                "request": verdict.get("request"), "probabilities": verdict["body"].get("probabilities"),
+                "health": verdict["health"]}
 
     @staticmethod
     def _exit_code(container) -> int | None:

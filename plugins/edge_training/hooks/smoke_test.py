@@ -6,6 +6,8 @@ image's own python3 with ``docker exec``; check_predictions judges what /score a
 
 from __future__ import annotations
 
+import json
+import math
 import socket
 from importlib import resources
 from typing import Any
@@ -53,3 +55,49 @@ def check_predictions(result: dict[str, Any], rows: int, *, image: str) -> list[
                 f"{str(probabilities)[:200]}"
             )
     return predictions
+
+
+#: The model version's tag that keeps the known request and the answer its image gave when it was built.
+SMOKE_CHECK_TAG = "smoke_check"
+
+
+def smoke_check_tag(smoke: dict[str, Any] | None) -> str | None:
+    """The ``smoke_check`` tag for a build's smoke test: compact JSON of the request rows, the predictions
+    and the probabilities (rounded to 6 places); None when the build ran no smoke test (image reused)."""
+    if not smoke or smoke.get("request") is None or smoke.get("predictions") is None:
+        return None
+    rows = [[row[f] for f in row] if isinstance(row, dict) else row for row in smoke["request"]]
+    features = list(smoke["request"][0]) if smoke["request"] and isinstance(smoke["request"][0], dict) else None
+    probabilities = smoke.get("probabilities")
+    record = {"features": features, "rows": rows, "predictions": smoke["predictions"],
+              "probabilities": [round(p, 6) for p in probabilities] if probabilities is not None else None}
+    return json.dumps(record, separators=(",", ":"))
+
+
+def recorded_request(tag: str | None) -> tuple[list[Any] | None, dict[str, Any] | None]:
+    """The request rows (as objects keyed by feature, as /score takes them) and the recorded answer."""
+    if not tag:
+        return None, None
+    record = json.loads(tag)
+    features = record.get("features")
+    rows = [dict(zip(features, row)) for row in record["rows"]] if features else record["rows"]
+    return rows, record
+
+
+def check_same_answer(answer: dict[str, Any], record: dict[str, Any], *, image: str,
+                      tolerance: float = 1e-6) -> None:
+    """The deployed container must answer the known request as the model's image did when it was built."""
+    if list(answer["predictions"]) != list(record["predictions"]):
+        raise SmokeTestError(
+            f"smoke test of {image}: expected the predictions the model gave when its image was built, "
+            f"{record['predictions']}, found {answer['predictions']}"
+        )
+    expected, found = record.get("probabilities"), answer.get("probabilities")
+    if expected is not None:
+        if found is None or len(found) != len(expected) or any(
+            not math.isclose(f, e, abs_tol=tolerance) for f, e in zip(found, expected)
+        ):
+            raise SmokeTestError(
+                f"smoke test of {image}: expected the probabilities the model gave when its image was built, "
+                f"{expected}, found {found}"
+            )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -12,9 +11,10 @@ from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, AssetAlias, BaseOperator, ResumableJobMixin
+from airflow.sdk import BaseOperator, ResumableJobMixin
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 
+from edge_training.assets import emit_model_event, model_asset, partition_of
 from edge_training.exceptions import (
     AzureMLError,
     AzureMLJobExistsError,
@@ -60,12 +60,6 @@ def protect_aml_bindings(text: str) -> str:
     if not isinstance(text, str) or "{% raw %}" in text or "{%raw%}" in text:
         return text
     return _AML_BINDING.sub(lambda m: "{% raw %}" + m.group(0) + "{% endraw %}", text)
-
-
-def _partition_of(context: Context) -> str | None:
-    run = context.get("dag_run")
-    key = getattr(run, "partition_key", None) if run is not None else None
-    return str(key) if key else None
 
 
 class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
@@ -223,7 +217,7 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
         """The explicit ``job_name``, else the name derived from DAG, partition and data fingerprint."""
         if self.job_name:
             return sanitize_job_name(self.job_name)
-        partition = self.partition or _partition_of(context)
+        partition = self.partition or partition_of(context)
         dag = context.get("dag")
         dag_id = dag.dag_id if dag is not None else self.dag_id
         return build_job_name(dag_id, str(partition or ""), str(self.data_fingerprint or ""))
@@ -233,7 +227,7 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
             "dag_id": self.dag_id,
             "task_id": self.task_id,
             "run_id": str(context.get("run_id", "")),
-            "partition": str(self.partition or _partition_of(context) or ""),
+            "partition": str(self.partition or partition_of(context) or ""),
             "data_fingerprint": str(self.data_fingerprint or ""),
         }
         tags.update({str(k): str(v) for k, v in self.tags.items()})
@@ -484,20 +478,8 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
 
 
 # --- model registration --------------------------------------------------------------------------
-MODEL_URI_PREFIX = "azureml://models/"
 #: What AzureMLRegisterModelOperator needs of ``training_data`` (StackHubPartitionOperator's result).
 TRAINING_DATA_KEYS = ("account_host", "container", "prefix", "fingerprint")
-
-
-def configured_model_name() -> str:
-    """The model this deployment trains: ``EDGE_MODEL_NAME`` (read by the DAG and the Edge training page)."""
-    return os.environ.get("EDGE_MODEL_NAME", "equipment-failure")
-
-
-def model_asset(model_name: str) -> Asset:
-    """The Asset a model's registrations update (``azureml://models/<name>``)."""
-    uri = f"{MODEL_URI_PREFIX}{model_name}"
-    return Asset(name=uri, uri=uri)
 
 
 class AzureMLRegisterModelOperator(BaseOperator):
@@ -663,12 +645,6 @@ class AzureMLRegisterModelOperator(BaseOperator):
         return model_version_lineage(result, training_data=self.training_data)
 
     def _emit_asset_events(self, context: Context, result: Mapping[str, Any]) -> None:
-        """An event for the model's asset: on a static outlet that is this model's asset (with the run's
-        partition key), else through an AssetAlias outlet (alias events carry no partition key). A
-        static outlet that is another model's asset gets no event: this run did not change it."""
-        outlet_events = context.get("outlet_events")
-        if outlet_events is None:
-            return
         extra = {
             "model_name": result["name"],
             "model_version": result["version"],
@@ -678,17 +654,4 @@ class AzureMLRegisterModelOperator(BaseOperator):
             "data_fingerprint": self.data_fingerprint,
             "created": result["created"],
         }
-        own = model_asset(self.model_name)
-        static = [o for o in self.outlets if isinstance(o, Asset)]
-        partition_key = _partition_of(context)
-        for outlet in static:
-            if outlet.uri.startswith(MODEL_URI_PREFIX) and outlet.uri != own.uri:
-                self.log.info("Outlet %s is another model's asset than %s: no event for it", outlet.uri, own.uri)
-                continue
-            event = outlet_events[outlet]
-            event.extra.update(extra)
-            if partition_key:
-                event.add_partitions(partition_key)
-        if not any(o.uri == own.uri for o in static):
-            for alias in (o for o in self.outlets if isinstance(o, AssetAlias)):
-                outlet_events[alias].add(own, extra=extra)
+        emit_model_event(context, self.outlets, self.model_name, extra)

@@ -17,8 +17,10 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from edge_training import lineage
+from edge_training.assets import MODEL_URI_PREFIX, emit_model_event, partition_of
 from edge_training.exceptions import ContainerImageError
 from edge_training.hooks.container_image import DEFAULT_SERVING_DIR, ContainerImageHook, prepare_context
+from edge_training.hooks.smoke_test import SMOKE_CHECK_TAG, smoke_check_tag
 from edge_training.hooks.image_identity import (
     IDENTITY_LABELS,
     LABEL_PREFIX,
@@ -209,7 +211,10 @@ class ModelImageBuildOperator(BaseOperator):
             "reused": False,
             "image_id": report.image_id,
             "build": report.summary(),
-            "smoke_test": {"rows": smoke["rows"], "seconds": smoke["seconds"]},
+            # The known request and the answer this image gave: edge_deploy asks the deployed container the
+            # same and expects the same answer (push_image keeps it on the model version, tag smoke_check).
+            "smoke_test": {"rows": smoke["rows"], "seconds": smoke["seconds"], "request": smoke.get("request"),
+                           "predictions": smoke.get("predictions"), "probabilities": smoke.get("probabilities")},
         }
 
 
@@ -322,16 +327,31 @@ class ModelImagePushOperator(BaseOperator):
         if self.azureml_conn_id:
             from edge_training.hooks.azureml import AzureMLHook
 
+            model_tags = {self.model_tag: image}
+            if (check := smoke_check_tag(build.get("smoke_test"))) is not None:
+                model_tags[SMOKE_CHECK_TAG] = check
             with AzureMLHook(azureml_conn_id=self.azureml_conn_id) as aml:
-                aml.update_model_tags(build["model_name"], build["model_version"], {self.model_tag: image})
-            self.log.info("Tagged AML model %s:%s with %s=%s", build["model_name"], build["model_version"],
-                          self.model_tag, image)
+                aml.update_model_tags(build["model_name"], build["model_version"], model_tags)
+            self.log.info("Tagged AML model %s:%s with %s", build["model_name"], build["model_version"],
+                          ", ".join(model_tags))
         self._result = {
             "image": image,
             "tags": [f"{repository_ref}:{t}" for t in tags],
             "digest": digest,
             "reused": reused,
         }
+        # The model is shippable now: registered, its image in the registry. edge_deploy listens.
+        model_name, model_version = str(build["model_name"]), str(build["model_version"])
+        emit_model_event(context, self.outlets, model_name, {
+            "model_name": model_name,
+            "model_version": model_version,
+            "model_uri": f"{MODEL_URI_PREFIX}{model_name}/versions/{model_version}",
+            "image": image,
+            "digest": digest,
+            "partition_key": partition_of(context),
+            "data_fingerprint": build["labels"].get(f"{LABEL_PREFIX}data.fingerprint"),
+            "job_name": build["labels"].get(f"{LABEL_PREFIX}job.name"),
+        })
         return self._result
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:

@@ -4,7 +4,7 @@ The hook runs it with ``docker exec <container> python3 -c <this file's text> <c
 reaches the scoring app the same way whether Docker is local or on the edge VM, on the host network or a
 bridge. Standard library only (it runs on the image's interpreter). It prints one JSON line, which the
 hook judges: ``{"stage": "health" | "score", "error": ...}`` when the app did not answer, else
-``{"stage": "done", "health": ..., "status": ..., "body": ..., "rows": n}``.
+``{"stage": "done", "health": ..., "status": ..., "body": ..., "rows": n, "request": the rows sent}``.
 
 Config: ``{"port": the app's port, "timeout": seconds to wait for /health, "rows": rows to score}``;
 without rows it scores three synthetic rows built from the features /health reports.
@@ -50,7 +50,7 @@ def main(config: dict) -> dict:
         parsed = json.loads(body)
     except ValueError:
         parsed = body[:300].decode("utf-8", "replace")
-    return {"stage": "done", "health": health, "status": status, "body": parsed, "rows": len(rows)}
+    return {"stage": "done", "health": health, "status": status, "body": parsed, "rows": len(rows), "request": rows}
 
 
 if __name__ == "__main__":

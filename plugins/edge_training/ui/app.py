@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from airflow.api_fastapi.core_api.security import get_user
 
-from edge_training.operators.azureml import configured_model_name
+from edge_training.assets import configured_model_name
 from edge_training.operators.gate import PRODUCTION_TAG
 from edge_training.ui import sources
 from edge_training.ui.chart import metric_chart

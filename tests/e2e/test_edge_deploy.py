@@ -1,0 +1,228 @@
+"""edge_deploy end to end: a training run's model asset event deploys its model on the edge VM's Docker.
+
+Runs after the other e2e modules (tests/e2e/conftest.py orders it), on the versions they trained: a rerun
+of their one partition emits the event, the versions of their backfill are the "next" models. Every effect
+is read at its source: the stable address on the VM (HTTP), the VM's Docker (containers), the AML double
+(production tags) and Airflow's REST API (runs, states, XComs). The module leaves the DAG paused, no serving
+container on the VM and no production tag in the registry, as it found them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.e2e.support import MODEL_NAME, partition_key, run_to_completion
+
+DEPLOY_DAG = "edge_deploy"
+ONE_PARTITION = "2026-11-20"  # trained by test_edge_training_dag.py
+SERVING_URL = "http://127.0.0.1:47170"  # the DAG's default serving_port, on the VM (loopback here)
+SERVING_LABEL = "org.edge-training.serving.model"
+
+
+def health(timeout: float = 5) -> dict:
+    with urllib.request.urlopen(SERVING_URL + "/health", timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def serving_version() -> str:
+    return str(health()["model"]["version"])
+
+
+def deploy_by_hand(airflow, version: str) -> tuple[str, dict, dict]:
+    run_id = f"e2e_deploy__{version}__{int(time.time() * 1000)}"
+    airflow.trigger(DEPLOY_DAG, run_id=run_id, conf={"model_version": version})
+    run = airflow.wait_run(DEPLOY_DAG, run_id, timeout=600)
+    return run_id, run, airflow.task_instances(DEPLOY_DAG, run_id)
+
+
+def production_versions(ml_client) -> list[str]:
+    return sorted(str(m.version) for m in ml_client.models.list(name=MODEL_NAME)
+                  if (m.tags or {}).get("stage") == "production")
+
+
+def serving_containers(docker_client) -> dict[str, str]:
+    """name -> serving version label, for the model's containers on the VM (the proxy as 'proxy')."""
+    found = docker_client.containers.list(all=True, filters={"label": f"{SERVING_LABEL}={MODEL_NAME}"})
+    return {c.name: c.labels.get("org.edge-training.serving.version") or c.labels.get(
+        "org.edge-training.serving.role") for c in found}
+
+
+class Hammer(threading.Thread):
+    """Asks the stable address for /health without pause; records every answer or error."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.answers: list[str] = []
+        self.errors: list[str] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                self.answers.append(serving_version())
+            except (OSError, urllib.error.URLError, ValueError) as exc:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            self._stop_event.wait(0.02)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def docker_client(stack_env):
+    import docker
+
+    client = docker.DockerClient(base_url=stack_env["EDGE_DOCKER_HOST"], version="auto")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def deploys(airflow, stack_env, docker_client):
+    """edge_deploy unpaused for this module; afterwards paused again, its containers and tags removed."""
+    from edge_training.hooks.azureml import AzureMLHook
+
+    airflow.wait_dag_parsed(DEPLOY_DAG)  # unpauses it
+    yield
+    airflow.set_paused(DEPLOY_DAG, True)
+    for container in docker_client.containers.list(all=True, filters={"label": SERVING_LABEL}):
+        container.remove(force=True)
+    with AzureMLHook(azureml_conn_id="azureml_default") as aml:
+        for model in aml.list_model_versions(MODEL_NAME):
+            if (model.tags or {}).get("stage") == "production":
+                aml.update_model_tags(MODEL_NAME, str(model.version), {}, remove=["stage", "serving_url"])
+
+
+@pytest.fixture(scope="module")
+def first_deploy(airflow, deploys):
+    """A training run of ONE_PARTITION (a rerun: everything it makes exists already) and the edge_deploy run
+    its model asset event started."""
+    started = dt.datetime.now(dt.timezone.utc).isoformat()
+    run_id, run, tis = run_to_completion(airflow, ONE_PARTITION)
+    assert run["state"] == "success", {t: ti["state"] for t, ti in tis.items()}
+    trained = airflow.xcom("edge_training", run_id, "register_model")
+    deploy_run = airflow.wait_asset_triggered_run(DEPLOY_DAG, partition_key(ONE_PARTITION), after=started)
+    return trained, deploy_run
+
+
+def test_a_training_runs_model_asset_event_deploys_its_version_on_the_vm(airflow, ml_client, docker_client,
+                                                                          first_deploy):
+    trained, deploy_run = first_deploy
+    run_id = deploy_run["dag_run_id"]
+    states = {t: ti["state"] for t, ti in airflow.task_instances(DEPLOY_DAG, run_id).items()}
+    assert deploy_run["state"] == "success", states
+    assert states == {"choose_version": "success", "approve": "success", "deploy_model": "success",
+                      "summary": "success"}
+    version = trained["version"]
+    assert airflow.xcom(DEPLOY_DAG, run_id, "choose_version")["model_version"] == version
+
+    # The stable address answers with that version, and /score with the answer its image gave when built.
+    assert serving_version() == version
+    model = ml_client.models.get(name=MODEL_NAME, version=version)
+    check = json.loads(model.tags["smoke_check"])
+    rows = [dict(zip(check["features"], row)) for row in check["rows"]]
+    request = urllib.request.Request(SERVING_URL + "/score", data=json.dumps({"rows": rows}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read())["predictions"] == check["predictions"]
+
+    # The image on the VM is the registry's, by digest; the version is production in AML, alone.
+    digest = model.tags["image"].split("@", 1)[1]
+    containers = serving_containers(docker_client)
+    assert sorted(containers.values()) == [version, "proxy"], containers
+    (served,) = [c for c in docker_client.containers.list(filters={"label": SERVING_LABEL})
+                 if c.labels.get("org.edge-training.serving.version") == version]
+    assert any(d.endswith(digest) for d in served.image.attrs["RepoDigests"])
+    assert production_versions(ml_client) == [version]
+    summary = airflow.xcom(DEPLOY_DAG, run_id, "summary")
+    assert summary["status"] == "serving" and summary["model_version"] == version
+    assert summary["serving_url"].endswith(":47170")
+
+
+def test_a_new_version_replaces_it_without_a_missed_request_and_moves_the_production_mark(
+    airflow, ml_client, docker_client, first_deploy
+):
+    old = first_deploy[0]["version"]
+    # Another shipped version (the backfill of test_edge_training_dag.py trained several).
+    new = next(str(m.version) for m in ml_client.models.list(name=MODEL_NAME)
+               if str(m.version) != old and (m.tags or {}).get("gate_passed") == "True" and (m.tags or {}).get("image"))
+    hammer = Hammer()
+    hammer.start()
+    try:
+        run_id, run, tis = deploy_by_hand(airflow, new)
+    finally:
+        hammer.stop()
+    assert run["state"] == "success", {t: ti["state"] for t, ti in tis.items()}
+    assert serving_version() == new
+    # Every request during the deploy was answered, first by the old version, then by the new, never back.
+    assert hammer.errors == [] and len(hammer.answers) > 20, (hammer.errors[:5], len(hammer.answers))
+    switches = [i for i in range(1, len(hammer.answers)) if hammer.answers[i] != hammer.answers[i - 1]]
+    assert hammer.answers[0] == old and hammer.answers[-1] == new and len(switches) == 1, switches
+    assert sorted(serving_containers(docker_client).values()) == [new, "proxy"]
+    assert production_versions(ml_client) == [new]
+    assert airflow.xcom(DEPLOY_DAG, run_id, "deploy_model")["unmarked"] == [old]
+
+
+def test_a_broken_image_fails_its_smoke_test_and_leaves_the_serving_version(
+    airflow, ml_client, docker_client, stack_env, first_deploy
+):
+    """A version whose image cannot serve (its scoring app cannot load a model) is refused on the VM."""
+    from azure.ai.ml.entities import Model
+
+    serving = serving_version()
+    good = ml_client.models.get(name=MODEL_NAME, version=serving)
+    # The broken image: the good one with the model folder pointed nowhere, pushed to the registry.
+    repository = f"{stack_env['EDGE_REGISTRY']}/{MODEL_NAME}"
+    tag = f"broken-{int(time.time())}"
+    dockerfile = f"FROM {good.tags['image']}\nENV MODEL_DIR=/nonexistent\n".encode()
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=f"{repository}:{tag}", network_mode="host",
+                               rm=True)
+    auth = {"username": stack_env["EDGE_REGISTRY_USER"], "password": stack_env["EDGE_REGISTRY_PASSWORD"]}
+    for line in docker_client.api.push(repository, tag=tag, auth_config=auth, stream=True, decode=True):
+        assert "error" not in line, line
+    from tests.e2e.support import Registry
+
+    digest = Registry(stack_env).digest(MODEL_NAME, tag)
+    broken = ml_client.models.create_or_update(Model(
+        name=MODEL_NAME, path=good.path, type="custom_model", description="e2e: an image that cannot serve",
+        tags={"gate_passed": "True", "image": f"{repository}@{digest}", "smoke_check": good.tags["smoke_check"]},
+    ))
+
+    run_id, run, tis = deploy_by_hand(airflow, str(broken.version))
+    assert run["state"] == "failed"
+    assert tis["deploy_model"]["state"] == "failed" and tis["deploy_model"]["try_number"] == 1
+    log = airflow.task_log(DEPLOY_DAG, run_id, "deploy_model", 1)
+    assert "SmokeTestError" in log and "exited with code" in log, log[-2000:]
+    assert serving_version() == serving
+    assert sorted(serving_containers(docker_client).values()) == [serving, "proxy"]
+    assert production_versions(ml_client) == [serving]
+
+
+def test_a_rollback_by_hand_serves_the_previous_version_and_a_rerun_does_nothing(
+    airflow, ml_client, docker_client, first_deploy
+):
+    previous = first_deploy[0]["version"]
+    run_id, run, tis = deploy_by_hand(airflow, previous)
+    assert run["state"] == "success", {t: ti["state"] for t, ti in tis.items()}
+    assert serving_version() == previous
+    assert production_versions(ml_client) == [previous]
+    assert sorted(serving_containers(docker_client).values()) == [previous, "proxy"]
+    container_id = next(c.id for c in docker_client.containers.list(filters={"label": SERVING_LABEL})
+                        if c.labels.get("org.edge-training.serving.version") == previous)
+
+    run_id, run, tis = deploy_by_hand(airflow, previous)
+    assert run["state"] == "success"
+    result = airflow.xcom(DEPLOY_DAG, run_id, "deploy_model")
+    assert result["changed"] is False
+    assert "already serves" in airflow.task_log(DEPLOY_DAG, run_id, "deploy_model", 1)
+    assert [c.id for c in docker_client.containers.list(filters={"label": SERVING_LABEL})
+            if c.labels.get("org.edge-training.serving.version") == previous] == [container_id]
