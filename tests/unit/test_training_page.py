@@ -262,3 +262,29 @@ def test_a_registry_that_cannot_be_read_is_named_and_the_runs_still_shown(page_c
     assert 'id="registry-error"' in html and "PermissionError: token refused" in html and "more detail" not in html
     assert "<code>azureml_default</code>" in html
     assert 'data-run-state="success"' in html
+
+
+def test_the_production_version_is_named_even_when_its_day_is_outside_the_range(page_client, monkeypatch):
+    """Production is the registry's newest version with the production tags, not the newest production row:
+    version 1 (trained on 2026-11-02) is production while only 2026-11-03 is shown."""
+    from edge_training.ui import app as page
+
+    client, allowed = page_client
+    allowed["GET"] = True
+    data = client.get("/rows.json", params={"start": "2026-11-03", "end": "2026-11-03"}).json()
+    assert [(r["day"], r["model_version"], r["production"]) for r in data["rows"]] == [("2026-11-03", "2", False)]
+    assert data["production_version"] == "1"
+    html = client.get("/", params={"start": "2026-11-03", "end": "2026-11-03"}).text
+    assert 'id="production-version" class="prod">1<' in html and 'data-production="true"' not in html
+
+    # A production version no partition names (registered by hand) is still the one named.
+    monkeypatch.setattr(page.sources, "read_models", lambda conn_id, name: [
+        ModelRecord("5", {"partition": "2026-11-03"}), ModelRecord("4", dict(PRODUCTION))])
+    assert client.get("/rows.json").json()["production_version"] == "4"
+    # None carrying the production tags: none named, no row marked.
+    monkeypatch.setattr(page.sources, "read_models", lambda conn_id, name: [
+        ModelRecord("2", {"partition": "2026-11-03", "stage": "staging"})])
+    data = client.get("/rows.json").json()
+    assert data["production_version"] is None and not any(r["production"] for r in data["rows"])
+    assert 'id="production-version" class="prod">none<' in client.get("/").text
+

@@ -24,7 +24,14 @@ from edge_training.assets import configured_model_name
 from edge_training.operators.gate import PRODUCTION_TAG
 from edge_training.ui import sources
 from edge_training.ui.chart import metric_chart
-from edge_training.ui.rows import Links, PartitionRow, build_rows, days_between, short_digest
+from edge_training.ui.rows import (
+    Links,
+    PartitionRow,
+    build_rows,
+    days_between,
+    production_version,
+    short_digest,
+)
 
 DAG_ID = "edge_training"
 #: A chosen range longer than this is refused (a decade of days; the page stays one request).
@@ -102,7 +109,8 @@ def collect(session: Any, start: dt.date | None, end: dt.date | None) -> dict[st
     try:
         models = sources.read_models(conn_id, model_name)
     except Exception as err:  # noqa: BLE001 - the runs are still worth showing; the page names the failure
-        models, registry_error = [], f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        models, registry_error = [], f"{type(err).__name__}: {first_line}"
     timings["registry_s"] = round(time.perf_counter() - began, 3)
     base = _base_path()
     links = Links(
@@ -110,11 +118,9 @@ def collect(session: Any, start: dt.date | None, end: dt.date | None) -> dict[st
         model_url=lambda version: sources.model_url(conn_id, model_name, version),
     )
     rows = build_rows(days, runs, states, xcoms, models, links=links, production_tag=PRODUCTION_TAG)
-    production = next((r.model_version for r in rows if r.production), None)
-    if production is None:
-        from edge_training.ui.rows import production_version
-
-        production = production_version(models, PRODUCTION_TAG)
+    # The registry's newest version carrying the production tags, whether or not its day is displayed
+    # (build_rows marks a row production by this same function).
+    production = production_version(models, PRODUCTION_TAG)
     return {"dag_id": DAG_ID, "model_name": model_name, "start": first.isoformat(), "end": last.isoformat(),
             "production_version": production, "rows": rows, "timings": timings, "base": base,
             "registry_error": registry_error, "conn_id": conn_id}
