@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
 from types import SimpleNamespace
 
 import pytest
@@ -288,3 +289,67 @@ def test_the_production_version_is_named_even_when_its_day_is_outside_the_range(
     assert data["production_version"] is None and not any(r["production"] for r in data["rows"])
     assert 'id="production-version" class="prod">none<' in client.get("/").text
 
+
+class _References(HTMLParser):
+    """Every attribute of every element, and the text of <script> and <style> elements."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.attributes: list[tuple[str, str, str]] = []
+        self.code: list[str] = []
+        self._in_code = False
+
+    def handle_starttag(self, tag, attrs):
+        self.attributes += [(tag, name, value or "") for name, value in attrs]
+        self._in_code = tag in ("script", "style")
+
+    def handle_startendtag(self, tag, attrs):
+        self.attributes += [(tag, name, value or "") for name, value in attrs]
+
+    def handle_endtag(self, tag):
+        self._in_code = False
+
+    def handle_data(self, data):
+        if self._in_code:
+            self.code.append(data)
+
+
+#: An absolute or protocol-relative URL: a scheme (http:, https:, ...) followed by //, or a bare //.
+EXTERNAL = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]*:)?//", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("can_backfill", [False, True], ids=["read-only", "with-backfill-form"])
+def test_the_page_loads_nothing_from_another_origin_and_links_out_only_to_the_rows_studio_links(
+        page_client, can_backfill):
+    """The page works offline (no CDN, no external script, style, font or image): every src, href, action,
+    style url() and script URL is relative to the page. The only absolute URLs are the anchors the rows
+    carry to AML studio (a job, a model version), which the user follows; the SVG's xmlns is a name."""
+    client, allowed = page_client
+    allowed["GET"], allowed["POST"] = True, can_backfill
+    html = client.get("/").text
+    rows = client.get("/rows.json").json()["rows"]
+    studio = {r[k] for r in rows for k in ("job_url", "model_url") if r[k]}
+    assert studio, "the fixture's rows should carry studio links, or this test checks nothing"
+    assert ("<script" in html) == can_backfill
+
+    parser = _References()
+    parser.feed(html)
+    parser.close()
+    external = [(tag, name, value) for tag, name, value in parser.attributes
+                if EXTERNAL.match(value) or re.search(r"url\(\s*['\"]?\s*(?:[a-z][a-z0-9+.-]*:)?//", value, re.I)]
+    assert external, "the studio anchors should be found, or the parser finds nothing"
+    unexpected = [(tag, name, value) for tag, name, value in external
+                  if not (tag == "a" and name == "href" and value in studio)
+                  and not (name == "xmlns" and value == "http://www.w3.org/2000/svg")]
+    assert unexpected == [], f"the page references another origin: {unexpected}"
+    code = "\n".join(parser.code)
+    assert "<style" in html and code.strip()
+    in_code = re.findall(r"""(?:[a-z][a-z0-9+.-]*:)?//[^\s'"`)]*""", code, re.I)
+    # A `//` in code is a URL unless it is a JS comment (after whitespace at a line's start).
+    in_code = [m for m in in_code if not re.search(rf"(?m)^\s*{re.escape(m)}", code)]
+    assert in_code == [], f"a <script> or <style> of the page references another origin: {in_code}"
+    # And nothing outside the allowed anchors and the SVG namespace names an http(s) URL anywhere in the text.
+    rest = html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    for url in studio:
+        rest = rest.replace(f'href="{url}"', "")
+    assert re.findall(r"https?://\S*", rest, re.I) == []
