@@ -128,11 +128,15 @@ class EdgeServingHook(ContainerImageHook):
                 f"image {image_ref} is in registry {registry}, expected the registry of connection "
                 f"{self.registry_conn_id!r} ({self.registry_host})"
             )
+        auth = {"username": creds.username, "password": creds.password}
         try:
-            self.docker_client.login(username=creds.username, password=creds.password, registry=self.registry_host)
-            image = self.docker_client.images.pull(
-                image_ref, auth_config={"username": creds.username, "password": creds.password}
-            )
+            self.docker_client.login(registry=self.registry_host, **auth)
+            # The pull's errors arrive as items of its stream, not as exceptions.
+            for item in self.docker_client.api.pull(image_ref.rsplit("@", 1)[0], tag=digest, auth_config=auth,
+                                                    stream=True, decode=True):
+                if item.get("error"):
+                    raise docker.errors.APIError(item["error"], explanation=item["error"])
+            image = self.docker_client.images.get(image_ref)
         except docker.errors.APIError as exc:
             message = str(exc.explanation or exc)
             if is_auth_error(message):
