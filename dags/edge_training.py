@@ -174,6 +174,13 @@ with DAG(
             description="AML compute attached for the edge (virtualmachine or kubernetes).",
         ),
         "job_timeout_minutes": Param(120, type="integer", minimum=1, description="Cancel the job after this."),
+        "min_training_seconds": Param(
+            0,
+            type="integer",
+            minimum=0,
+            description="The training job keeps running until this many seconds have passed (train.py "
+            "--min-seconds): a training of known length, for benchmarks. 0: off.",
+        ),
         "wait_in_triggerer": Param(
             True,
             type="boolean",
@@ -211,6 +218,7 @@ with DAG(
         command=(
             "{% raw %}python3 train.py --data ${{inputs.data}} --output ${{outputs.model}}"
             " --label failure{% endraw %}"
+            "{% if params.min_training_seconds %} --min-seconds {{ params.min_training_seconds }}{% endif %}"
         ),
         environment="{{ params.environment }}",
         compute="{{ params.compute }}",

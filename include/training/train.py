@@ -5,7 +5,7 @@ matplotlib) and uses nothing else, so the serving image built from the same base
 with the same library versions.
 
     python train.py --data <input folder> --output <output folder> [--label failure]
-                    [--test-size 0.2] [--seed 0]
+                    [--test-size 0.2] [--seed 0] [--min-seconds 0]
 
 It reads every CSV part under --data (markers such as ``_SUCCESS`` and ``*_manifest.json`` are not
 data and are ignored), trains on the numeric feature columns, evaluates on a held-out split, and writes
@@ -15,6 +15,10 @@ exactly these files to --output:
     metrics.json            held-out metrics, row counts, features, label, library versions
     MODEL_CARD.md           what the model is, how it was trained, how it scored
     feature_importance.png  feature importances (matplotlib, Agg backend)
+
+``--min-seconds N`` keeps the job running until N seconds have passed since the script started (it waits
+after writing the outputs): a training that takes a known time on the VM, for benchmarks of the
+scheduling around it (bench/backfill.py). 0, the default, never waits.
 
 No row, sample or value of the training data is written: the data may not leave the premises, while
 the outputs are uploaded to Azure ML. Only aggregate metrics and column names go out.
@@ -29,9 +33,11 @@ import argparse
 import csv
 import datetime as dt
 import json
+import math
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 OUTPUT_FILES = ("model.joblib", "metrics.json", "MODEL_CARD.md", "feature_importance.png")
@@ -301,6 +307,22 @@ def train(data_dir: Path, output_dir: Path, *, label: str = "failure", test_size
     return metrics
 
 
+def hold_until(started: float, min_seconds: float, *, clock=time.monotonic, sleep=time.sleep) -> float:
+    """Wait until ``min_seconds`` have passed since ``started`` (a ``clock`` reading). Returns the wait."""
+    remaining = started + min_seconds - clock()
+    if remaining <= 0:
+        return 0.0
+    sleep(remaining)
+    return remaining
+
+
+def non_negative_seconds(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train the failure classifier on one data partition.")
     parser.add_argument("--data", required=True, type=Path, help="folder with the partition's CSV parts")
@@ -310,10 +332,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="split and model seed (default 0)")
     parser.add_argument("--id-columns", default=",".join(DEFAULT_ID_COLUMNS),
                         help="comma-separated identifier columns never used as features")
+    parser.add_argument("--min-seconds", type=non_negative_seconds, default=0.0,
+                        help="keep running until this many seconds have passed since the start, outputs "
+                             "written (a training of known length, for benchmarks; default 0: no wait)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
     args = parse_args(argv)
     id_columns = tuple(c.strip() for c in args.id_columns.split(",") if c.strip())
     try:
@@ -324,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary = {k: metrics[k] for k in ("accuracy", "roc_auc", "f1", "rows_train", "rows_test")}
     print(f"train.py: wrote {', '.join(OUTPUT_FILES)} to {args.output}: {json.dumps(summary)}")
+    if args.min_seconds:
+        print(f"train.py: --min-seconds {args.min_seconds:g}: running until then", flush=True)
+        waited = hold_until(started, args.min_seconds)
+        print(f"train.py: waited {waited:.1f} s; {time.monotonic() - started:.1f} s in all")
     return 0
 
 

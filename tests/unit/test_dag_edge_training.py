@@ -137,3 +137,15 @@ def test_summary_runs_after_a_gated_skip_and_reports_it_gated(dag):
     xcoms["evaluate_gate"] = {"passed": True}
     assert summary.python_callable(ti=ti, dag_run=SimpleNamespace(start_date=None), params={})["status"] == \
         "incomplete"
+
+
+def test_min_training_seconds_is_off_by_default_and_reaches_the_training_command(dag):
+    """Off (0), the job's command is the plain training; set, train.py gets --min-seconds (bench/backfill.py
+    uses it for trainings of a known length). AML's own ${{...}} bindings pass through untouched."""
+    submit = dag.get_task("submit_training")
+    param = dag.params.get_param("min_training_seconds")
+    assert param.value == 0 and param.description and param.schema["minimum"] == 0
+    env = dag.get_template_env()
+    plain = ("python3 train.py --data ${{inputs.data}} --output ${{outputs.model}} --label failure")
+    assert env.from_string(submit.command).render(params={"min_training_seconds": 0}) == plain
+    assert env.from_string(submit.command).render(params={"min_training_seconds": 60}) == plain + " --min-seconds 60"

@@ -90,3 +90,38 @@ def test_command_line_reports_input_errors_with_exit_code_2(tmp_path):
 def test_test_size_must_be_a_fraction(train, tmp_path):
     with pytest.raises(train.TrainingInputError, match="--test-size"):
         train.train(tmp_path, tmp_path / "o", test_size=1.5)
+
+
+def test_min_seconds_is_off_by_default_and_refuses_a_negative_time(train, capsys):
+    assert train.parse_args(["--data", "d", "--output", "o"]).min_seconds == 0
+    assert train.parse_args(["--data", "d", "--output", "o", "--min-seconds", "60"]).min_seconds == 60
+    for bad in ("-1", "nan", "inf", "soon"):
+        with pytest.raises(SystemExit):
+            train.parse_args(["--data", "d", "--output", "o", "--min-seconds", bad])
+    assert "--min-seconds" in capsys.readouterr().err
+
+
+def test_hold_until_waits_out_the_rest_of_min_seconds_only(train):
+    slept = []
+    assert train.hold_until(100.0, 60, clock=lambda: 115.0, sleep=slept.append) == 45.0
+    assert train.hold_until(100.0, 60, clock=lambda: 170.0, sleep=slept.append) == 0.0  # training was longer
+    assert train.hold_until(100.0, 0, clock=lambda: 100.0, sleep=slept.append) == 0.0
+    assert slept == [45.0]
+
+
+@pytest.mark.parametrize("min_seconds, expected_hold", [(None, None), ("0", None), ("30", 30.0)])
+def test_the_job_holds_for_min_seconds_after_training_and_only_when_asked(train, tmp_path, monkeypatch, capsys,
+                                                                         min_seconds, expected_hold):
+    """Training first (outputs written), then the wait, counted from main's start; without --min-seconds
+    main never waits."""
+    events = []
+    metrics = {"accuracy": 0.9, "roc_auc": 0.95, "f1": 0.8, "rows_train": 8, "rows_test": 2}
+    monkeypatch.setattr(train, "train", lambda *a, **k: events.append("trained") or metrics)
+    monkeypatch.setattr(train, "hold_until", lambda started, seconds: events.append(("held", seconds)) or 0.0)
+    argv = ["--data", str(tmp_path), "--output", str(tmp_path / "o")]
+    if min_seconds is not None:
+        argv += ["--min-seconds", min_seconds]
+    assert train.main(argv) == 0
+    assert events == ["trained"] + ([("held", expected_hold)] if expected_hold else [])
+    if expected_hold:
+        assert "--min-seconds 30: running until then" in capsys.readouterr().out
