@@ -58,7 +58,7 @@ faults: install
 
 # Benchmarks against their floors, on the local edge stack: each writes bench/results/<name>.json and
 # bench/README.md is generated from those files. Fails if a benchmark fails or misses its target.
-BENCHMARKS := aml_double validation image_rebuild overhead training_page triggerer
+BENCHMARKS := aml_double validation image_rebuild overhead training_page triggerer backfill
 bench: stack-up
 	status=0; for name in $(BENCHMARKS); do rm -f bench/results/$$name.json; $(PY) bench/$$name.py || status=1; done; \
 	$(PY) bench/report.py || status=1; exit $$status
