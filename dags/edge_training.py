@@ -79,6 +79,10 @@ MODEL_ASSET = model_asset(MODEL_NAME)
 MODEL_ALIAS = AssetAlias("edge_training_model")
 # How long submit_training may take, waiting included (a deployment setting, read when the DAG is parsed).
 TRAINING_TASK_TIMEOUT = timedelta(minutes=float(os.environ.get("EDGE_TRAINING_TASK_TIMEOUT_MINUTES", "180")))
+# The last partition day the timetable starts a run for on its own (a deployment setting, ISO date; empty:
+# no end). Triggers and backfills are not limited by it: the demo's and the tests' Airflow set it so that
+# only the runs they ask for (and the deploys those runs' model events start) run.
+SCHEDULE_END = os.environ.get("EDGE_TRAINING_SCHEDULE_END") or None
 # Runs of this DAG active at once (a deployment setting). The trainings on the VM stay bounded by the
 # edge_vm pool whatever this is; more runs only let their other tasks proceed meanwhile.
 MAX_ACTIVE_RUNS = int(os.environ.get("EDGE_TRAINING_MAX_ACTIVE_RUNS", "4"))
@@ -119,6 +123,7 @@ with DAG(
     # Midnight ticks keep `backfill --from-date A --to-date B` inclusive of both days.
     schedule=CronPartitionTimetable("0 0 * * *", timezone="UTC", run_offset=-1),
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    end_date=pendulum.parse(SCHEDULE_END).in_timezone("UTC") if SCHEDULE_END else None,
     catchup=False,
     max_active_runs=MAX_ACTIVE_RUNS,
     max_active_tasks=8,

@@ -113,9 +113,11 @@ class LocalAirflow:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-            # Runs here come from the demo's and the tests' own triggers and backfills: the scheduler
-            # does not add the timetable's "latest partition" run beside them.
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            # Runs here come from the demo's and the tests' own triggers and backfills, and the deploys their
+            # model asset events start (which needs the scheduler's job schedule on): edge_training's
+            # timetable ends on its first day, so the scheduler adds no "latest partition" run beside them.
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True",
+            "EDGE_TRAINING_SCHEDULE_END": "2026-11-01",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
             # A task whose process died (a worker or scheduler crash) is retried after this, not 5 min.
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
