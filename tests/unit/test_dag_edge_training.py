@@ -149,3 +149,25 @@ def test_min_training_seconds_is_off_by_default_and_reaches_the_training_command
     plain = ("python3 train.py --data ${{inputs.data}} --output ${{outputs.model}} --label failure")
     assert env.from_string(submit.command).render(params={"min_training_seconds": 0}) == plain
     assert env.from_string(submit.command).render(params={"min_training_seconds": 60}) == plain + " --min-seconds 60"
+
+
+def test_the_schedule_end_stops_the_timetables_own_runs_but_not_backfills(monkeypatch):
+    """EDGE_TRAINING_SCHEDULE_END (set by the demo's and the tests' Airflow): the scheduler finds no run of its
+    own to start, while a backfill over later days still gets one run per day."""
+    import datetime as dt
+
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    def serialized():
+        bag = DagBag(dag_folder=str(REPO / "dags" / "edge_training.py"))
+        assert bag.import_errors == {}, bag.import_errors
+        return DagSerialization.from_dict(DagSerialization.to_dict(bag.dags["edge_training"]))
+
+    monkeypatch.delenv("EDGE_TRAINING_SCHEDULE_END", raising=False)
+    assert serialized().next_dagrun_info(last_automated_run_info=None) is not None
+    monkeypatch.setenv("EDGE_TRAINING_SCHEDULE_END", "2026-11-01")
+    dag = serialized()
+    assert dag.next_dagrun_info(last_automated_run_info=None) is None
+    days = dag.iter_dagrun_infos_between(dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc),
+                                         dt.datetime(2026, 12, 2, tzinfo=dt.timezone.utc))
+    assert [info.partition_key for info in days] == ["2026-12-01T00:00:00", "2026-12-02T00:00:00"]

@@ -127,15 +127,27 @@ def test_images_are_deployed_by_digest_only_and_slots_sit_after_the_stable_port(
     assert (slot_port(47170, "blue"), slot_port(47170, "green")) == (47171, 47172)
 
 
-def event(version, ts, *, id_=1, name="equipment-failure"):
-    return SimpleNamespace(extra={"model_name": name, "model_version": version}, timestamp=ts, id=id_)
+def event(version, ts, *, run="r1", name="equipment-failure"):
+    """A triggering event as the task runner hands it to a task (Airflow's own model)."""
+    import datetime as dt
+
+    from airflow.sdk.api.datamodels._generated import AssetEventDagRunReference, AssetReferenceAssetEventDagRun
+
+    return AssetEventDagRunReference(
+        asset=AssetReferenceAssetEventDagRun(name=f"azureml://models/{name}", uri=f"azureml://models/{name}",
+                                             extra={}),
+        extra={"model_name": name, "model_version": version}, source_task_id="push_image",
+        source_dag_id="edge_training", source_run_id=run, source_map_index=-1, source_aliases=[],
+        timestamp=dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc) + dt.timedelta(minutes=ts),
+        partition_key="2026-11-30T00:00:00",
+    )
 
 
 def test_a_run_deploys_the_param_version_else_the_newest_events():
     params = {"model_name": "equipment-failure", "model_version": None}
-    events = {"azureml://models/equipment-failure": [event("4", 1, id_=7), event("6", 3, id_=9), event("5", 2)]}
+    events = {"azureml://models/equipment-failure": [event("4", 1, run="r7"), event("6", 3, run="r9"), event("5", 2)]}
     assert deployment_target(params, events) == {"model_name": "equipment-failure", "model_version": "6",
-                                                 "source": "asset event 9"}
+                                                 "source": "asset event of edge_training/r9"}
     assert deployment_target({**params, "model_version": "2"}, events)["model_version"] == "2"
     with pytest.raises(InvalidInputError, match="expected the model_version param or a model asset event"):
         deployment_target(params, {})

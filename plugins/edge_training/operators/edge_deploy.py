@@ -47,7 +47,8 @@ def deployment_target(params: Mapping[str, Any], events: Any) -> dict[str, str]:
         )
     newest = max(found, key=lambda e: e.timestamp)
     return {"model_name": str(newest.extra.get("model_name") or params["model_name"]),
-            "model_version": str(newest.extra["model_version"]), "source": f"asset event {newest.id}"}
+            "model_version": str(newest.extra["model_version"]),
+            "source": f"asset event of {newest.source_dag_id}/{newest.source_run_id}"}
 
 
 class EdgeDeployApprovalOperator(ApprovalOperator):
