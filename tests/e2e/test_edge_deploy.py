@@ -91,6 +91,9 @@ def deploys(airflow, stack_env, docker_client):
     """edge_deploy unpaused for this module; afterwards paused again, its containers and tags removed."""
     from edge_training.hooks.azureml import AzureMLHook
 
+    # The VM's Docker keeps containers across stack restarts: start from a VM that serves nothing.
+    for container in docker_client.containers.list(all=True, filters={"label": SERVING_LABEL}):
+        container.remove(force=True)
     airflow.wait_dag_parsed(DEPLOY_DAG)  # unpauses it
     yield
     airflow.set_paused(DEPLOY_DAG, True)
