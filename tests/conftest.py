@@ -84,6 +84,10 @@ def airflow(stack_env, alert_inbox):
     instance.extra_env.update(file_transport_env(events, OPENLINEAGE_NAMESPACE))
     try:
         instance.reset()  # runs from an earlier session would change what a backfill creates
+        # and a production model (a `make demo` deploys one) would change what the gates let through
+        from tests.e2e.support import clear_production_marks
+
+        clear_production_marks()
         shutil.rmtree(events, ignore_errors=True)  # and so would their lineage
         events.mkdir(parents=True)
         instance.start()

@@ -95,6 +95,20 @@ class Registry:
             return resp.headers["Docker-Content-Digest"]
 
 
+def clear_production_marks(model_name: str = MODEL_NAME) -> list[str]:
+    """Take the production mark (``stage``, ``serving_url``) off every version of the model in the AML double:
+    the tests' gates compare against "no production model" (a `make demo` before `make test` deploys one)."""
+    from edge_training.hooks.azureml import AzureMLHook
+
+    cleared = []
+    with AzureMLHook(azureml_conn_id="azureml_default") as aml:
+        for model in aml.list_model_versions(model_name):
+            if (model.tags or {}).get("stage") == "production":
+                aml.update_model_tags(model_name, str(model.version), {}, remove=["stage", "serving_url"])
+                cleared.append(str(model.version))
+    return cleared
+
+
 def stackhub_container(env: dict[str, str]):
     from azure.storage.blob import BlobServiceClient
 

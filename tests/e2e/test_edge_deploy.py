@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.support import MODEL_NAME, partition_key, run_to_completion
+from tests.e2e.support import MODEL_NAME, clear_production_marks, partition_key, run_to_completion
 
 DEPLOY_DAG = "edge_deploy"
 ONE_PARTITION = "2026-11-20"  # trained by test_edge_training_dag.py
@@ -89,8 +89,6 @@ def docker_client(stack_env):
 @pytest.fixture(scope="module")
 def deploys(airflow, stack_env, docker_client):
     """edge_deploy unpaused for this module; afterwards paused again, its containers and tags removed."""
-    from edge_training.hooks.azureml import AzureMLHook
-
     # The VM's Docker keeps containers across stack restarts: start from a VM that serves nothing.
     for container in docker_client.containers.list(all=True, filters={"label": SERVING_LABEL}):
         container.remove(force=True)
@@ -99,10 +97,7 @@ def deploys(airflow, stack_env, docker_client):
     airflow.set_paused(DEPLOY_DAG, True)
     for container in docker_client.containers.list(all=True, filters={"label": SERVING_LABEL}):
         container.remove(force=True)
-    with AzureMLHook(azureml_conn_id="azureml_default") as aml:
-        for model in aml.list_model_versions(MODEL_NAME):
-            if (model.tags or {}).get("stage") == "production":
-                aml.update_model_tags(MODEL_NAME, str(model.version), {}, remove=["stage", "serving_url"])
+    clear_production_marks()
 
 
 @pytest.fixture(scope="module")
