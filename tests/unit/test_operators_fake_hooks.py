@@ -525,6 +525,7 @@ class FakeBlobStorage:
         self.requests: list[tuple[Any, ...]] = []
         self.clients: list[str] = []  # account URLs a container client was made for
         self.on_request: list[Any] = []  # callbacks(op, name): e.g. a writer finishing a late partition
+        self.staged: dict[tuple[str, str], dict[str, dict[str, bytes]]] = {}  # uncommitted blocks
 
     def blobs(self, container: str = CONTAINER, host: str = BLOB_HOST) -> dict[str, FakeBlob]:
         return self.containers.setdefault((host, container), {})
@@ -550,15 +551,18 @@ class FakeBlobClient:
 
     def stage_block(self, block_id: str, data: bytes, **_: Any) -> None:
         self.cc.request("stage_block", self.blob_name)
-        self.cc.staged.setdefault(self.blob_name, {})[block_id] = bytes(data)
+        self.cc.staged().setdefault(self.blob_name, {})[block_id] = bytes(data)
 
     def commit_block_list(self, block_list: list[Any], content_settings: Any = None, **_: Any) -> None:
         from azure.core.exceptions import HttpResponseError
 
         self.cc.request("commit_block_list", self.blob_name)
-        staged = self.cc.staged.pop(self.blob_name, {})
+        # As the service does: a commit discards every uncommitted block of the blob, any writer's.
+        staged = self.cc.staged().pop(self.blob_name, {})
         if any(block.id not in staged for block in block_list):
-            raise HttpResponseError(message="The specified block list is invalid.\nErrorCode:InvalidBlockList")
+            err = HttpResponseError(message="The specified block list is invalid.\nErrorCode:InvalidBlockList")
+            err.error_code = "InvalidBlockList"  # as azure-storage-blob sets it from the response
+            raise err
         data = b"".join(staged[block.id] for block in block_list)
         # A block-list commit carries no Content-MD5 of the whole blob.
         content_type = getattr(content_settings, "content_type", None) or "application/octet-stream"
@@ -574,7 +578,10 @@ class FakeContainerClient:
         self.key = service.credential.account_key
         self.api_version = service.api_version
         self.container_name = ""
-        self.staged: dict[str, dict[str, bytes]] = {}
+
+    def staged(self) -> dict[str, dict[str, bytes]]:
+        """Uncommitted blocks per blob: the account's, shared by every client of the container."""
+        return self.storage.staged.setdefault((self.host, self.container_name), {})
 
     @property
     def blobs(self) -> dict[str, FakeBlob]:
@@ -717,6 +724,28 @@ def test_complete_partition_is_summarised_fingerprinted_and_manifested(storage):
     reads = [r for r in storage.requests if r[0] == "download_blob"]
     assert sorted(r[2] for r in reads) == [PREFIX + p for p in PARTS]
     assert all(r[3:] == (0, 1024) for r in reads)
+
+
+def test_a_manifest_committed_by_another_run_meanwhile_is_written_again_not_failed(storage):
+    """A manual run beside a backfill of the same day: the other run commits the manifest between this one's
+    staging and commit (the service then discards this one's blocks). This run writes it again and succeeds."""
+    write_partition(storage)
+    other_run = run(partition_op(), partition_context())  # the manifest the other run writes
+    manifest_name = PREFIX + "_manifest.json"
+    commits = []
+
+    def other_writer_commits_first(op, name):
+        if op == "commit_block_list" and name == manifest_name:
+            commits.append(name)
+            if len(commits) == 1:  # the other run's commit lands just before this run's first one
+                storage.staged[(BLOB_HOST, CONTAINER)].pop(manifest_name, None)
+                storage.put(manifest_name, json.dumps({"written_by": "the other run"}).encode())
+
+    storage.on_request.append(other_writer_commits_first)
+    summary = run(partition_op(), partition_context())
+    assert summary == other_run
+    assert len(commits) == 2  # refused once (InvalidBlockList), written again
+    assert storage.manifest()["fingerprint"]["value"] == summary["fingerprint"]
 
 
 def test_rerun_gives_the_same_summary_and_new_data_a_new_fingerprint(storage):

@@ -54,6 +54,8 @@ from edge_training.retry import backoff_delay
 DEFAULT_API_VERSION = "2019-07-07"
 DEFAULT_DATASTORE = "stackhub_data"
 DEFAULT_MANIFEST_NAME = "_manifest.json"
+#: Writes of one manifest tried when a concurrent writer's commit discards this one's staged blocks.
+MANIFEST_WRITE_ATTEMPTS = 3
 #: Storage error codes that mean the account refused the shared key (a retry cannot fix that).
 AUTH_ERROR_CODES = frozenset({"AuthorizationFailure", "AuthenticationFailed", "AuthorizationPermissionMismatch"})
 DEFAULT_MARKER = "_SUCCESS"
@@ -543,11 +545,30 @@ class StackHubBlobHook(BaseHook):
         """Write ``<prefix><manifest_name>`` on the Stack Hub account, streaming the spooled file list.
 
         The JSON is staged as blocks of at most 4 MiB and committed as one block list, so a
-        manifest of 100,000 files is written without holding it in memory.
+        manifest of 100,000 files is written without holding it in memory. Two runs of one partition
+        (a manual run beside a backfill) may write it at once: a commit discards the blocks the other
+        writer staged but has not committed, whose commit then fails with InvalidBlockList. That
+        writer stages and commits again (the last commit wins; both describe the same listing).
         """
-        from azure.storage.blob import BlobBlock, ContentSettings
+        from azure.core.exceptions import HttpResponseError
 
         name = prefix + manifest_name
+        for attempt in range(1, MANIFEST_WRITE_ATTEMPTS + 1):
+            try:
+                self._write_manifest_once(container=container, name=name, head=head, scan=scan, tail=tail)
+                return name
+            except HttpResponseError as err:
+                code = getattr(err, "error_code", None)
+                if str(getattr(code, "value", code)) != "InvalidBlockList" or attempt == MANIFEST_WRITE_ATTEMPTS:
+                    raise
+                self.log.warning("Manifest %s was committed by another writer while this one staged its "
+                                 "blocks; writing it again (attempt %d)", name, attempt + 1)
+        return name
+
+    def _write_manifest_once(self, *, container: str, name: str, head: dict, scan: PartitionScan,
+                             tail: dict) -> None:
+        from azure.storage.blob import BlobBlock, ContentSettings
+
         blob = self.container_client(container).get_blob_client(name)
         block_size = 4 << 20
         run = uuid.uuid4().hex[:16]
@@ -577,7 +598,6 @@ class StackHubBlobHook(BaseHook):
         write("]," + json.dumps(tail, separators=(",", ":"))[1:])
         flush()
         blob.commit_block_list(blocks, content_settings=ContentSettings(content_type="application/json"))
-        return name
 
     # -- the whole validation --------------------------------------------------------------------
     @contextmanager
