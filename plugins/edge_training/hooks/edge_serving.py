@@ -32,6 +32,7 @@ ROLE_LABEL = f"{LABEL_PREFIX}serving.role"
 VERSION_LABEL = f"{LABEL_PREFIX}serving.version"
 DIGEST_LABEL = f"{LABEL_PREFIX}serving.digest"
 SLOT_LABEL = f"{LABEL_PREFIX}serving.slot"
+PORT_LABEL = f"{LABEL_PREFIX}serving.port"
 SLOTS = ("blue", "green")
 #: Where the proxy keeps its backend (``host:port``), inside its container.
 BACKEND_FILE = "/tmp/edge-serving-backend"
@@ -43,6 +44,11 @@ class DeploymentError(ContainerImageError):
 
 def proxy_source() -> str:
     return resources.files("edge_training.probes").joinpath("serving_proxy.py").read_text()
+
+
+def served_version(answer: dict[str, Any]) -> str:
+    """The model version a probe's ``/health`` answer names ("" when it names none)."""
+    return str((answer["health"].get("model") or {}).get("version", ""))
 
 
 def slot_port(serving_port: int, slot: str) -> int:
@@ -170,7 +176,7 @@ class EdgeServingHook(ContainerImageHook):
                     backend_port = int(out.decode().strip().rsplit(":", 1)[1])
                 except (IndexError, ValueError):
                     backend_port = None
-        serving_port = int(proxy.labels.get(f"{LABEL_PREFIX}serving.port", "0")) if proxy is not None else 0
+        serving_port = int(proxy.labels.get(PORT_LABEL, "0")) if proxy is not None else 0
         active = next(
             (m for m in models if backend_port is not None and m.slot in SLOTS
              and slot_port(serving_port, m.slot) == backend_port and m.container.status == "running"),
@@ -221,7 +227,7 @@ class EdgeServingHook(ContainerImageHook):
             raise SmokeTestError(
                 f"smoke test of {image_ref}: {what} before answering /health{self._container_tail(container)}"
             ) from None
-        served = str((answer["health"].get("model") or {}).get("version", ""))
+        served = served_version(answer)
         if served != str(version):
             raise SmokeTestError(
                 f"smoke test of {image_ref}: expected /health to report model version {version}, found {served!r}"
@@ -237,9 +243,9 @@ class EdgeServingHook(ContainerImageHook):
         _, name = self._names(model_name)
         try:
             proxy = self.docker_client.containers.get(name)
-            if int(proxy.labels.get(f"{LABEL_PREFIX}serving.port", "0")) != serving_port:
+            if int(proxy.labels.get(PORT_LABEL, "0")) != serving_port:
                 raise DeploymentError(
-                    f"proxy {name} listens on port {proxy.labels.get(f'{LABEL_PREFIX}serving.port')}, expected "
+                    f"proxy {name} listens on port {proxy.labels.get(PORT_LABEL)}, expected "
                     f"{serving_port}; remove it to move the stable address"
                 )
             if proxy.status != "running":
@@ -251,7 +257,7 @@ class EdgeServingHook(ContainerImageHook):
         proxy = self.docker_client.containers.create(
             proxy_image, name=name, command=["python3", "-c", proxy_source(), json.dumps(config)],
             network_mode="host", restart_policy={"Name": "unless-stopped"},
-            labels={SERVING_LABEL: model_name, ROLE_LABEL: "proxy", f"{LABEL_PREFIX}serving.port": str(serving_port)},
+            labels={SERVING_LABEL: model_name, ROLE_LABEL: "proxy", PORT_LABEL: str(serving_port)},
         )
         proxy.start()
         self.log.info("Started proxy %s on port %d (image %s)", name, serving_port, proxy_image)
@@ -293,7 +299,7 @@ class EdgeServingHook(ContainerImageHook):
         active = state.active
         if active is not None and active.version == str(version) and active.digest == digest:
             answer = self.ask_stable_address(state.proxy, serving_port=serving_port, image=image_ref, request=request)
-            served = str((answer["health"].get("model") or {}).get("version", ""))
+            served = served_version(answer)
             if served == str(version):
                 self.log.info("Version %s (%s) already serves at %s: nothing to do", version, digest, url)
                 return {"changed": False, "serving_url": url, "container": active.name, "previous_version": None}
@@ -313,7 +319,7 @@ class EdgeServingHook(ContainerImageHook):
         proxy = self.ensure_proxy(model_name, serving_port=serving_port, proxy_image=proxy_image, backend_port=port)
         self.switch(proxy, port)
         answer = self.ask_stable_address(proxy, serving_port=serving_port, image=image_ref, request=request)
-        served = str((answer["health"].get("model") or {}).get("version", ""))
+        served = served_version(answer)
         if served != str(version):
             if active is not None:
                 self.switch(proxy, slot_port(serving_port, active.slot))
