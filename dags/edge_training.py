@@ -6,9 +6,9 @@ partition (`telemetry/date=YYYY-MM-DD/` in the `training` container), and:
 
 1. **check_edge_vm** - over SSH (pinned host key): Docker answers, the training image is there, disk,
    memory, clock skew, the VM reaches the Stack Hub blob endpoint, sshd posture.
-2. **validate_partition** - the partition is in the Stack Hub domain (locality policy), complete
-   (`_SUCCESS`, no empty file), has the expected columns; fingerprinted from listings; a manifest is
-   written beside the data.
+2. **validate_partition** - the partition (each day of a training window) is in the Stack Hub domain
+   (locality policy), complete (`_SUCCESS`, no empty file), has the expected columns; fingerprinted from
+   listings; a manifest is written beside the data.
 3. **submit_training** - an Azure ML command job on the attached edge compute; deferrable: the
    triggerer waits and streams the job's log into this task's log. The job name derives from the
    partition and the data fingerprint, so retries, clears and re-run backfills reuse the same job.
@@ -27,6 +27,12 @@ ended; its key is that day, `2026-11-10T00:00:00`).
 Backfill historical partitions with
 `airflow backfill create --dag-id edge_training --from-date 2026-11-01 --to-date 2026-11-07`.
 Trigger one partition by hand with the `partition` param (`YYYY-MM-DD`).
+
+Training windows: with the `window_days` param N, a run trains on the N daily partitions ending at its own
+(`{"window_days": 7}` keyed 2026-11-10 reads 2026-11-04 to 2026-11-10). Each day is validated; a missing or
+incomplete day fails the run, naming it, unless `min_days` allows the gap (gaps are named in the log and in
+the model's `missing_days` tag). The job gets one input per day, the fingerprint covers the days used, and
+the job's and the model's tags and the image's labels name them (`data_days`).
 
 Lineage: with the Airflow OpenLineage provider configured, the tasks' events name the partition (with its
 fingerprint) as the input, and the model version and the image (by digest) as the outputs; the AML job gets
@@ -62,6 +68,7 @@ from edge_training.operators.gate import EvaluateGateOperator
 from edge_training.operators.retry_policy import EDGE_RETRY_POLICY
 from edge_training.operators.stackhub_blob import StackHubPartitionOperator
 from edge_training.partitions import partition_date_str
+from edge_training.windows import MAX_WINDOW_DAYS, data_args
 from edge_training.lineage import git_commit
 from edge_training.notifications.alerts import AlertTarget, EdgeAlertNotifier, run_deadline
 
@@ -132,7 +139,7 @@ with DAG(
     default_args=default_args,
     doc_md=__doc__,
     tags=["edge", "azureml", "stack-hub", "training"],
-    user_defined_macros={"edge_partition": partition_date_str, "git_commit": git_commit},
+    user_defined_macros={"edge_partition": partition_date_str, "git_commit": git_commit, "aml_data_args": data_args},
     # Templates render to Python objects: a flag param arrives as a bool, a number as a number, and the
     # operators refuse text where those belong. Values between tasks travel as task outputs (.output).
     render_template_as_native_obj=True,
@@ -142,6 +149,21 @@ with DAG(
             type=["null", "string"],
             format="date",
             description="Partition date to train (YYYY-MM-DD). Empty: the run's own partition key.",
+        ),
+        "window_days": Param(
+            1,
+            type="integer",
+            minimum=1,
+            maximum=MAX_WINDOW_DAYS,
+            description="Train on this many daily partitions, ending at the run's own (1: that day alone).",
+        ),
+        "min_days": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=MAX_WINDOW_DAYS,
+            description="Days of the window that must be usable; the others may be missing or incomplete "
+            "(named in the log and the model's tags). Empty: every day of the window.",
         ),
         "force_retrain": Param(
             False,
@@ -212,6 +234,8 @@ with DAG(
         partition_key="{{ params.partition or partition_key }}",
         expected_columns=EXPECTED_COLUMNS,
         datastore="stackhub_data",
+        window_days="{{ params.window_days }}",
+        min_days="{{ params.min_days }}",
         execution_timeout=timedelta(minutes=10),
     )
 
@@ -219,10 +243,10 @@ with DAG(
         task_id="submit_training",
         multiple_outputs=True,  # each key of its result is also an XCom: .output["key"]
         code=TRAINING_CODE,
-        # AML's own ${{...}} placeholders, kept away from Jinja.
+        # AML's own ${{...}} placeholders, kept away from Jinja; one --data per day of the window.
         command=(
-            "{% raw %}python3 train.py --data ${{inputs.data}} --output ${{outputs.model}}"
-            " --label failure{% endraw %}"
+            "python3 train.py{{ aml_data_args(ti.xcom_pull(task_ids='validate_partition', key='job_inputs')) }}"
+            "{% raw %} --output ${{outputs.model}} --label failure{% endraw %}"
             "{% if params.min_training_seconds %} --min-seconds {{ params.min_training_seconds }}{% endif %}"
         ),
         environment="{{ params.environment }}",
@@ -230,13 +254,15 @@ with DAG(
         experiment_name="edge-training",
         partition=PARTITION,
         data_fingerprint=validate_partition.output["fingerprint"],
-        inputs={"data": {"type": "uri_folder", "path": validate_partition.output["data_uri"]}},
+        inputs=validate_partition.output["job_inputs"],
         outputs={"model": {"type": "uri_folder"}},
         tags={
             "dag_id": "{{ dag.dag_id }}",
             "run_id": "{{ run_id }}",
             "partition": PARTITION,
             "data_fingerprint": validate_partition.output["fingerprint"],
+            "data_days": validate_partition.output["data_days"],
+            "missing_days": validate_partition.output["missing_days"],
             "git_commit": "{{ git_commit() }}",
         },
         force_new_job="{{ params.force_retrain }}",
@@ -267,7 +293,12 @@ with DAG(
         # The partition the model was trained on: the input of this task's lineage (OpenLineage provider).
         training_data=validate_partition.output,
         # Read by edge_deploy, which deploys only versions the gate let through.
-        extra_tags={"gate_passed": "{{ (ti.xcom_pull(task_ids='evaluate_gate') or {}).get('passed') }}"},
+        # data_days / missing_days: exactly the days the model learnt from, and the window's gaps.
+        extra_tags={
+            "gate_passed": "{{ (ti.xcom_pull(task_ids='evaluate_gate') or {}).get('passed') }}",
+            "data_days": validate_partition.output["data_days"],
+            "missing_days": validate_partition.output["missing_days"],
+        },
         # Two runs of one partition (a manual run beside a backfill) must not both register: with one
         # slot, the look-up by job tag and the registration happen as one step.
         pool="edge_model_registry",
@@ -281,6 +312,7 @@ with DAG(
         job_name=submit_training.output["job_name"],
         partition=PARTITION,
         data_fingerprint=validate_partition.output["fingerprint"],
+        data_days=validate_partition.output["data_days"],
         git_commit="{{ git_commit() }}",
         base_image="{{ params.environment_image }}",
         execution_timeout=timedelta(minutes=20),

@@ -1,13 +1,13 @@
-"""Train a failure classifier on one data partition; the Azure ML job's command runs this file.
+"""Train a failure classifier on daily data partitions; the Azure ML job's command runs this file.
 
 Runs inside the stack's base image (Debian bookworm: python3, scikit-learn 1.2, pandas, joblib,
 matplotlib) and uses nothing else, so the serving image built from the same base image loads the model
 with the same library versions.
 
-    python train.py --data <input folder> --output <output folder> [--label failure]
-                    [--test-size 0.2] [--seed 0] [--min-seconds 0]
+    python train.py --data <input folder> [--data <input folder> ...] --output <output folder>
+                    [--label failure] [--test-size 0.2] [--seed 0] [--min-seconds 0]
 
-It reads every CSV part under --data (markers such as ``_SUCCESS`` and ``*_manifest.json`` are not
+It reads every CSV part under each --data folder (one per day of a training window; markers such as ``_SUCCESS`` and ``*_manifest.json`` are not
 data and are ignored), trains on the numeric feature columns, evaluates on a held-out split, and writes
 exactly these files to --output:
 
@@ -248,12 +248,16 @@ def model_card(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def train(data_dir: Path, output_dir: Path, *, label: str = "failure", test_size: float = 0.2,
+def train(data_dir: Path | list[Path], output_dir: Path, *, label: str = "failure", test_size: float = 0.2,
           seed: int = 0, id_columns: tuple[str, ...] = DEFAULT_ID_COLUMNS) -> dict:
-    """Train, evaluate and write the outputs. Returns the metrics written to metrics.json."""
+    """Train on the CSV parts of every folder in ``data_dir`` (one or a list), evaluate and write the
+    outputs. Returns the metrics written to metrics.json."""
     if not 0.0 < test_size < 1.0:
         raise TrainingInputError(f"--test-size must be between 0 and 1 (exclusive), got {test_size}")
-    parts = find_csv_parts(data_dir)
+    folders = list(data_dir) if isinstance(data_dir, (list, tuple)) else [data_dir]
+    parts = [part for folder in folders for part in find_csv_parts(folder)]
+    # Errors name the folder, or every folder of a window (the functions below use it in messages only).
+    data_dir = folders[0] if len(folders) == 1 else ", ".join(str(f) for f in folders)
     check_headers(parts, label, data_dir)
     if count_rows(parts) == 0:
         raise TrainingInputError(f"input folder {data_dir}: {len(parts)} CSV parts hold no data rows")
@@ -283,6 +287,7 @@ def train(data_dir: Path, output_dir: Path, *, label: str = "failure", test_size
         "rows_train": int(len(x_train)),
         "rows_test": int(len(x_test)),
         "csv_parts": len(parts),
+        "input_folders": len(folders),
         "positive_rate_test": round(float(y_test.mean()), METRIC_DIGITS),
         "features": features,
         "label": label,
@@ -325,7 +330,8 @@ def non_negative_seconds(text: str) -> float:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train the failure classifier on one data partition.")
-    parser.add_argument("--data", required=True, type=Path, help="folder with the partition's CSV parts")
+    parser.add_argument("--data", required=True, type=Path, action="append",
+                        help="folder with a partition's CSV parts; repeat it for each day of a window")
     parser.add_argument("--output", required=True, type=Path, help="folder for model and model card")
     parser.add_argument("--label", default="failure", help="0/1 label column (default: failure)")
     parser.add_argument("--test-size", type=float, default=0.2, help="held-out fraction (default 0.2)")
@@ -348,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInputError as exc:
         print(f"train.py: error: {exc}", file=sys.stderr)
         return 2
-    summary = {k: metrics[k] for k in ("accuracy", "roc_auc", "f1", "rows_train", "rows_test")}
+    summary = {k: metrics[k] for k in ("accuracy", "roc_auc", "f1", "rows_train", "rows_test", "input_folders")}
     print(f"train.py: wrote {', '.join(OUTPUT_FILES)} to {args.output}: {json.dumps(summary)}")
     if args.min_seconds:
         print(f"train.py: --min-seconds {args.min_seconds:g}: running until then", flush=True)

@@ -56,6 +56,10 @@ class PartitionMissingError(PartitionIncompleteError):
     """No blob at all under the partition's prefix: the day has no data (yet)."""
 
 
+class WindowIncompleteError(PartitionIncompleteError):
+    """A training window has fewer usable days than ``min_days`` asks for; the message names each gap."""
+
+
 class SchemaDriftError(StackHubError, InvalidInputError):
     """A data file's header does not match the expected columns."""
 

@@ -129,6 +129,12 @@ def partition_dataset(summary: Mapping[str, Any]) -> InputDataset:
     )
 
 
+def window_datasets(summary: Mapping[str, Any]) -> list[InputDataset]:
+    """Each day a validated training window used (its ``partitions``), as inputs; a summary without
+    them is one partition."""
+    return [partition_dataset(day) for day in (summary.get("partitions") or [summary])]
+
+
 def model_version_dataset(model: Mapping[str, Any]) -> OutputDataset:
     """The model version ``register_model`` registered (or found), as an output."""
     namespace, name = model_version_name(model)
@@ -160,13 +166,13 @@ def _lineage(inputs: list[InputDataset] | None = None, outputs: list[OutputDatas
 
 
 def partition_lineage(summary: Mapping[str, Any] | None) -> Any:
-    """StackHubPartitionOperator: the partition in (nothing when the task has no result)."""
-    return _lineage(inputs=[partition_dataset(summary)] if summary else [])
+    """StackHubPartitionOperator: the partition, or each day of its window, in (nothing without a result)."""
+    return _lineage(inputs=window_datasets(summary) if summary else [])
 
 
 def model_version_lineage(model: Mapping[str, Any] | None, *, training_data: Any = None) -> Any:
-    """AzureMLRegisterModelOperator: the model version out; the partition it was trained on in, if known."""
-    inputs = [partition_dataset(training_data)] if isinstance(training_data, Mapping) else []
+    """AzureMLRegisterModelOperator: the model version out; the days it was trained on in, if known."""
+    inputs = window_datasets(training_data) if isinstance(training_data, Mapping) else []
     return _lineage(inputs=inputs, outputs=[model_version_dataset(model)] if model else [])
 
 

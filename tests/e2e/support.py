@@ -94,6 +94,13 @@ class Registry:
         with self._open(f"/v2/{repository}/manifests/{reference}", method="HEAD") as resp:
             return resp.headers["Docker-Content-Digest"]
 
+    def labels(self, repository: str, reference: str) -> dict[str, str]:
+        """The image's labels, from its config blob (what `docker inspect` shows after a pull)."""
+        with self._open(f"/v2/{repository}/manifests/{reference}") as resp:
+            config = json.loads(resp.read())["config"]["digest"]
+        with self._open(f"/v2/{repository}/blobs/{config}") as resp:
+            return json.loads(resp.read()).get("config", {}).get("Labels") or {}
+
 
 def clear_production_marks(model_name: str = MODEL_NAME) -> list[str]:
     """Take the production mark (``stage``, ``serving_url``) off every version of the model in the AML double:

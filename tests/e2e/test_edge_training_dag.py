@@ -40,8 +40,24 @@ POOL_SLOTS = 2  # LocalAirflow's edge_vm pool
 JOB_SECONDS = 15
 
 
+# A training window: three days, trained by one run keyed at the last (the window_days param).
+WINDOW = ["2026-12-10", "2026-12-11", "2026-12-12"]
+
+
 @pytest.fixture(scope="module")
-def one_partition_run(airflow):
+def window_run(airflow) -> tuple[str, dict[str, int]]:
+    """A window_days=3 run, started (not awaited) with fresh data for each day: (run id, rows per day).
+    one_partition_run starts it first, so the two trainings share the edge_vm pool's two slots."""
+    rows = {day: 300 + random.randrange(300) for day in WINDOW}
+    for day, count in rows.items():
+        seed_partition(day, rows=count)
+    run_id = f"e2e__window__{int(time.time() * 1000)}"
+    airflow.trigger(DAG_ID, partition_key=partition_key(WINDOW[-1]), run_id=run_id, conf={"window_days": 3})
+    return run_id, rows
+
+
+@pytest.fixture(scope="module")
+def one_partition_run(airflow, window_run):
     """One run of ONE_PARTITION through the scheduler: (run id, run, task instances). The happy path and
     the lineage test look at the same run."""
     return run_to_completion(airflow, ONE_PARTITION)
@@ -95,6 +111,47 @@ def test_one_partition_trains_registers_and_ships_an_image(airflow, ml_client, r
     assert job.name in log and "train.py" in log, log[-3000:]
     links = airflow.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/submit_training/links")
     assert any(job.name in (url or "") for url in links["extra_links"].values()), links
+
+
+def test_a_three_day_window_trains_once_with_one_job_that_reads_the_three_days(airflow, ml_client, registry,
+                                                                             window_run):
+    run_id, rows = window_run
+    run = airflow.wait_run(DAG_ID, run_id, timeout=1200)
+    tis = airflow.task_instances(DAG_ID, run_id)
+    assert run["state"] == "success", {t: ti["state"] for t, ti in tis.items()}
+    window = airflow.xcom(DAG_ID, run_id, "validate_partition")
+    summary = airflow.xcom(DAG_ID, run_id, "summary")
+    assert (window["data_days"], window["missing_days"], window["window_days"]) == (",".join(WINDOW), "", 3)
+    assert summary["data_fingerprint"] == window["fingerprint"]
+    assert window["fingerprint"] not in {day["fingerprint"] for day in window["partitions"]}
+
+    # One job for the window's data, keyed at its last day; its inputs are the three days.
+    fingerprint = window["fingerprint"]
+    jobs = [j for j in jobs_for_partition(ml_client, WINDOW[-1]) if j.tags.get("data_fingerprint") == fingerprint]
+    assert [j.name for j in jobs] == [summary["aml_job"]]
+    job = ml_client.jobs.get(summary["aml_job"])
+    assert job.tags["data_days"] == ",".join(WINDOW)
+    paths = {name: str(getattr(value, "path", value)) for name, value in job.inputs.items()}
+    assert paths == {"data_2026_12_10": window["partitions"][0]["data_uri"],
+                     "data_2026_12_11": window["partitions"][1]["data_uri"],
+                     "data": window["partitions"][2]["data_uri"]}, paths
+    assert all(f"date={day}/" in paths[name] for day, name in zip(WINDOW, ["data_2026_12_10", "data_2026_12_11",
+                                                                          "data"]))
+    # The job really read the three days: its own report, streamed into the task's log, counts their rows.
+    log = airflow.task_log(DAG_ID, run_id, "submit_training", tis["submit_training"]["try_number"])
+    report = json.loads(log.split("train.py: wrote", 1)[1].split(": ", 1)[1].splitlines()[0])
+    assert report["input_folders"] == 3, report
+    assert report["rows_train"] + report["rows_test"] == sum(rows.values()), (report, rows)
+
+    # The model's tags and the image's labels name the same days.
+    name, version = summary["model"].split(":")
+    model = ml_client.models.get(name=name, version=version)
+    assert (model.tags["data_days"], model.tags["missing_days"]) == (",".join(WINDOW), "")
+    assert model.tags["data_fingerprint"] == window["fingerprint"]
+    repository = summary["image"].split("/", 1)[1].split("@")[0]
+    labels = registry.labels(repository, version)
+    assert labels["org.edge-training.data.days"] == ",".join(WINDOW)
+    assert labels["org.edge-training.data.fingerprint"] == window["fingerprint"]
 
 
 def test_the_runs_openlineage_events_name_the_partition_the_model_version_and_the_image(

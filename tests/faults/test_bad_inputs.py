@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from devstack.seed import seed_partition
+from devstack.seed import delete_partition, seed_partition
 from tests.e2e.support import DAG_ID, stackhub_container
 from tests.faults.battery import BATTERY, TERMINAL_RUN, job_puts_since, quoted, task_log, trigger
 
@@ -29,6 +29,9 @@ PARTITION_KEYS = {
     "look-alike (full-width) partition key": ("２０２６-11-01", "Unicode compatibility characters"),
 }
 DRIFT_DATE, EMPTY_DATE, IMAGE_DATE, DISK_DATE = "2026-11-19", "2026-11-21", "2026-11-22", "2026-11-23"
+# A three-day training window (window_days=3) ending WINDOW_END whose middle day has no data. The days that
+# validate get their manifests (as any validated day does), so they are not among OWN_DATES' unchanged blobs.
+WINDOW_DAYS, WINDOW_GAP = ("2026-12-20", "2026-12-21", "2026-12-22"), "2026-12-21"
 
 
 def write_drifted_partition(container, date: str) -> None:
@@ -76,6 +79,9 @@ def outcomes(airflow, battery, stack_env, admin, trained_partition):
     write_empty_partition(container, EMPTY_DATE)
     for date in (IMAGE_DATE, DISK_DATE):
         seed_partition(date, rows=1500 + random.randrange(400))
+    for date in WINDOW_DAYS:
+        seed_partition(date, rows=300 + random.randrange(300))
+    delete_partition(WINDOW_GAP)
     before = stackhub_snapshot(container)
     since = time.time()
 
@@ -92,6 +98,7 @@ def outcomes(airflow, battery, stack_env, admin, trained_partition):
     runs["environment image absent on the VM"] = trigger(
         airflow, IMAGE_DATE, conf={"environment_image": "edge-training-base:absent"})
     runs["VM disk under the threshold"] = trigger(airflow, DISK_DATE, conf={"min_disk_gib": 1_000_000})
+    runs["training window with a missing day"] = trigger(airflow, WINDOW_DAYS[-1], conf={"window_days": 3})
 
     # A case is decided by its first failed try: a run whose check would only be retried (readiness
     # failures are, as the VM may recover) is then ended through the API, as an operator would.
@@ -181,3 +188,8 @@ def test_environment_image_absent_on_the_vm_is_refused(airflow, battery, outcome
 
 def test_disk_under_threshold_is_refused(airflow, battery, outcomes):
     check_refused(airflow, battery, outcomes, "VM disk under the threshold", "check_edge_vm", ["disk"])
+
+
+def test_a_training_window_with_a_missing_day_is_refused_naming_the_day(airflow, battery, outcomes):
+    check_refused(airflow, battery, outcomes, "training window with a missing day", "validate_partition",
+                  ["training window of 3 days ending 2026-12-22", f"{WINDOW_GAP}: ", "at least 3 usable days"])

@@ -146,9 +146,40 @@ def test_min_training_seconds_is_off_by_default_and_reaches_the_training_command
     param = dag.params.get_param("min_training_seconds")
     assert param.value == 0 and param.description and param.schema["minimum"] == 0
     env = dag.get_template_env()
+    ti = XComsOf({"validate_partition": {"job_inputs": {"data": {"type": "uri_folder", "path": "p"}}}})
     plain = ("python3 train.py --data ${{inputs.data}} --output ${{outputs.model}} --label failure")
-    assert env.from_string(submit.command).render(params={"min_training_seconds": 0}) == plain
-    assert env.from_string(submit.command).render(params={"min_training_seconds": 60}) == plain + " --min-seconds 60"
+    assert env.from_string(submit.command).render(ti=ti, params={"min_training_seconds": 0}) == plain
+    assert (env.from_string(submit.command).render(ti=ti, params={"min_training_seconds": 60})
+            == plain + " --min-seconds 60")
+
+
+class XComsOf:
+    """A task instance whose xcom_pull answers from ``{task_id: {key: value}}``."""
+
+    def __init__(self, values: dict) -> None:
+        self.values = values
+
+    def xcom_pull(self, task_ids: str, key: str = "return_value"):
+        return self.values[task_ids][key]
+
+
+def test_the_training_command_reads_each_day_of_the_window_and_the_job_gets_them_as_inputs(dag):
+    """validate_partition's job_inputs (one per day, oldest first) become the job's inputs and one --data each;
+    the days used and the gaps reach the job's and the model's tags and the image's labels."""
+    submit, register, build = (dag.get_task(t) for t in ("submit_training", "register_model", "build_image"))
+    inputs = {"data_2026_11_08": {"type": "uri_folder", "path": "a"}, "data": {"type": "uri_folder", "path": "b"}}
+    ti = XComsOf({"validate_partition": {"job_inputs": inputs}})
+    command = dag.get_template_env().from_string(submit.command).render(ti=ti, params={"min_training_seconds": 0})
+    assert command == ("python3 train.py --data ${{inputs.data_2026_11_08}} --data ${{inputs.data}}"
+                       " --output ${{outputs.model}} --label failure")
+    assert (submit.inputs.operator.task_id, submit.inputs.key) == ("validate_partition", "job_inputs")
+    for tags in (submit.tags, register.extra_tags):
+        assert {k: (v.operator.task_id, v.key) for k, v in tags.items() if k in ("data_days", "missing_days")} == {
+            "data_days": ("validate_partition", "data_days"), "missing_days": ("validate_partition", "missing_days")}
+    assert (build.data_days.operator.task_id, build.data_days.key) == ("validate_partition", "data_days")
+    window = dag.get_task("validate_partition")
+    assert (window.window_days, window.min_days) == ("{{ params.window_days }}", "{{ params.min_days }}")
+    assert (dag.params["window_days"], dag.params["min_days"]) == (1, None)
 
 
 def test_the_schedule_end_stops_the_timetables_own_runs_but_not_backfills(monkeypatch):

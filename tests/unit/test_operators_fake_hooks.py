@@ -692,7 +692,7 @@ def test_complete_partition_is_summarised_fingerprinted_and_manifested(storage):
     blobs = storage.blobs()
     parts = [(p, blobs[PREFIX + p]) for p in PARTS]
     fingerprint, count, size = fingerprint_entries((p, len(b.data), b.content_md5, b.etag) for p, b in parts)
-    assert summary == {
+    day = {
         "account_host": BLOB_HOST,
         "container": CONTAINER,
         "prefix": PREFIX,
@@ -703,6 +703,10 @@ def test_complete_partition_is_summarised_fingerprinted_and_manifested(storage):
         "partition_date": "2026-11-10",
         "manifest": PREFIX + "_manifest.json",
     }
+    # A one-day window (the default): the day's own fingerprint, read by the job as its `data` input.
+    assert summary == {**day, "window_days": 1, "min_days": 1, "data_days": "2026-11-10", "missing_days": "",
+                       "gaps": [], "partitions": [day],
+                       "job_inputs": {"data": {"type": "uri_folder", "path": day["data_uri"]}}}
     assert count == 3 and size == sum(len(b.data) for _, b in parts)
 
     manifest = storage.manifest()
@@ -724,6 +728,89 @@ def test_complete_partition_is_summarised_fingerprinted_and_manifested(storage):
     reads = [r for r in storage.requests if r[0] == "download_blob"]
     assert sorted(r[2] for r in reads) == [PREFIX + p for p in PARTS]
     assert all(r[3:] == (0, 1024) for r in reads)
+
+
+def window_prefix(day: str) -> str:
+    return f"telemetry/date={day}/"
+
+
+def test_a_window_validates_each_day_and_its_fingerprint_covers_exactly_the_days_used(storage):
+    """window_days 3: three days validated (a manifest each), one job input per day (oldest first, the run's
+    own day `data`), counts summed; the fingerprint changes with any day's data and with the days used."""
+    from edge_training.windows import window_fingerprint
+
+    days = ["2026-11-08", "2026-11-09", "2026-11-10"]
+    for day in days:
+        write_partition(storage, prefix=window_prefix(day))
+    summary = run(partition_op(window_days=3), partition_context())
+
+    singles = [run(partition_op(), partition_context(day)) for day in days]
+    assert [p["fingerprint"] for p in summary["partitions"]] == [s["fingerprint"] for s in singles]
+    assert summary["fingerprint"] == window_fingerprint(summary["partitions"])
+    assert summary["fingerprint"] not in {s["fingerprint"] for s in singles}
+    assert (summary["data_days"], summary["missing_days"], summary["partition_date"]) == (",".join(days), "",
+                                                                                          "2026-11-10")
+    assert summary["file_count"] == 9 and summary["bytes"] == sum(s["bytes"] for s in singles)
+    assert summary["job_inputs"] == {
+        "data_2026_11_08": {"type": "uri_folder", "path": singles[0]["data_uri"]},
+        "data_2026_11_09": {"type": "uri_folder", "path": singles[1]["data_uri"]},
+        "data": {"type": "uri_folder", "path": singles[2]["data_uri"]},
+    }
+    assert all(window_prefix(day) + "_manifest.json" in storage.blobs() for day in days)
+
+    # Another day's data changed: another fingerprint, so another job, model and image.
+    storage.put(window_prefix(days[0]) + PARTS[0], csv_part(7, rows=61))
+    assert run(partition_op(window_days=3), partition_context())["fingerprint"] != summary["fingerprint"]
+
+
+def test_a_missing_day_fails_the_window_naming_it_unless_min_days_allows_the_gap(storage, capsys):
+    from edge_training.exceptions import WindowIncompleteError
+
+    for day in ("2026-11-08", "2026-11-10"):
+        write_partition(storage, prefix=window_prefix(day))
+    write_partition(storage, prefix=window_prefix("2026-11-07"), marker=False)  # written, not complete
+
+    with pytest.raises(WindowIncompleteError) as refused:
+        run(partition_op(window_days=3), partition_context())
+    message = str(refused.value)
+    assert "training window of 3 days ending 2026-11-10" in message and "at least 3 usable days" in message
+    assert "2026-11-09: " in message and "found 2" in message, message
+
+    capsys.readouterr()
+    allowed = run(partition_op(window_days=4, min_days=2), partition_context())
+    logged = "".join(capsys.readouterr())  # Airflow's task loggers (structlog) write to the console
+    assert (allowed["data_days"], allowed["missing_days"]) == ("2026-11-08,2026-11-10", "2026-11-07,2026-11-09")
+    assert [(g["date"], g["finding"]) for g in allowed["gaps"]] == [("2026-11-07", "incomplete"),
+                                                                     ("2026-11-09", "no data")]
+    assert "day 2026-11-09 is a gap" in logged and "day 2026-11-07 is a gap" in logged, logged
+    assert list(allowed["job_inputs"]) == ["data_2026_11_08", "data"]
+    # The same two days through a window that needs no gap: the same data, so the same fingerprint (job).
+    two_days = run(partition_op(window_days=3, min_days=2), partition_context())
+    assert two_days["fingerprint"] == allowed["fingerprint"]
+
+
+@pytest.mark.parametrize("window_days, min_days, found", [
+    (0, None, "window_days 0: expected 1 to 31 days"),
+    (32, None, "window_days 32: expected 1 to 31 days"),
+    (3, 4, "min_days 4: expected 1 to window_days (3)"),
+    ("3 days", None, "window_days '3 days': expected a whole number of days, found str"),
+    (True, None, "window_days True: expected a whole number of days, found bool"),
+])
+def test_bad_window_arguments_are_refused_before_any_request(storage, window_days, min_days, found):
+    from edge_training.exceptions import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=re.escape(found)):
+        run(partition_op(window_days=window_days, min_days=min_days), partition_context())
+    assert not [r for r in storage.requests if r[0] in ("list_blobs", "download_blob")]
+
+
+def test_a_one_day_window_fails_as_the_day_does(storage):
+    """No gap to train around: a missing day is PartitionMissingError, as before windows existed."""
+    from edge_training.exceptions import PartitionMissingError, WindowIncompleteError
+
+    with pytest.raises(PartitionMissingError) as refused:
+        run(partition_op(), partition_context())
+    assert not isinstance(refused.value, WindowIncompleteError)
 
 
 def test_a_manifest_committed_by_another_run_meanwhile_is_written_again_not_failed(storage):

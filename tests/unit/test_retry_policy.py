@@ -88,7 +88,11 @@ def a_run() -> InMemoryExecutionAPI:
     """A run of 2026-11-10 whose validate_partition has pushed its outputs."""
     api = InMemoryExecutionAPI(dag_id="edge_training", run_id=RUN_ID, partition_key="2026-11-10T00:00:00")
     api.push("validate_partition", "fingerprint", "sha256-9f2c4e1ab37d0c55e2")
-    api.push("validate_partition", "data_uri", "azureml://datastores/stackhub_data/paths/telemetry/date=2026-11-10/")
+    uri = "azureml://datastores/stackhub_data/paths/telemetry/date=2026-11-10/"
+    api.push("validate_partition", "data_uri", uri)
+    api.push("validate_partition", "job_inputs", {"data": {"type": "uri_folder", "path": uri}})
+    api.push("validate_partition", "data_days", "2026-11-10")
+    api.push("validate_partition", "missing_days", "")
     return api
 
 

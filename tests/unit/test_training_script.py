@@ -80,6 +80,27 @@ def test_empty_data_is_refused_before_any_library_is_loaded(train, tmp_path, con
     assert not (tmp_path / "out").exists()
 
 
+def test_each_day_of_a_window_is_an_input_folder_and_an_empty_one_is_named(train, tmp_path):
+    """One --data per day of a training window: every folder is read (rows counted across them), and a
+    folder without CSV parts is named before any library is loaded."""
+    assert train.parse_args(["--data", "a", "--data", "b", "--output", "o"]).data == [Path("a"), Path("b")]
+    days = [tmp_path / "d1", tmp_path / "d2"]
+    write(days[0] / "part-00000.csv", HEADER + ROW)
+    write(days[1] / "part-00000.csv", HEADER + ROW + ROW)
+    assert train.count_rows([p for day in days for p in train.find_csv_parts(day)]) == 3
+    write(tmp_path / "d3" / "_SUCCESS", "")
+    with pytest.raises(train.TrainingInputError) as err:
+        train.train([*days, tmp_path / "d3"], tmp_path / "out")
+    assert f"input folder {tmp_path / 'd3'} has no CSV parts" in str(err.value)
+    write(tmp_path / "d3" / "part-00000.csv", HEADER)
+    write(days[0] / "part-00000.csv", HEADER)
+    write(days[1] / "part-00000.csv", HEADER)
+    with pytest.raises(train.TrainingInputError) as err:
+        train.train([*days, tmp_path / "d3"], tmp_path / "out")
+    assert all(str(day) in str(err.value) for day in days), str(err.value)  # a window's error names its days
+    assert not (tmp_path / "out").exists()
+
+
 def test_command_line_reports_input_errors_with_exit_code_2(tmp_path):
     out = subprocess.run([sys.executable, str(TRAIN), "--data", str(tmp_path), "--output", str(tmp_path / "o")],
                          capture_output=True, text=True, timeout=60)
@@ -115,7 +136,7 @@ def test_the_job_holds_for_min_seconds_after_training_and_only_when_asked(train,
     """Training first (outputs written), then the wait, counted from main's start; without --min-seconds
     main never waits."""
     events = []
-    metrics = {"accuracy": 0.9, "roc_auc": 0.95, "f1": 0.8, "rows_train": 8, "rows_test": 2}
+    metrics = {"accuracy": 0.9, "roc_auc": 0.95, "f1": 0.8, "rows_train": 8, "rows_test": 2, "input_folders": 1}
     monkeypatch.setattr(train, "train", lambda *a, **k: events.append("trained") or metrics)
     monkeypatch.setattr(train, "hold_until", lambda started, seconds: events.append(("held", seconds)) or 0.0)
     argv = ["--data", str(tmp_path), "--output", str(tmp_path / "o")]

@@ -61,12 +61,14 @@ def image_tags(model_version: str, data_fingerprint: str) -> list[str]:
 
 
 def model_labels(*, model_name: str, model_version: str, data_fingerprint: str, job_name: str,
-                 partition: str = "", git_commit: str = "", created: str = "") -> dict[str, str]:
-    """The custom labels of a model image, keyed with LABEL_PREFIX (the Dockerfile sets the same)."""
+                 partition: str = "", data_days: str = "", git_commit: str = "", created: str = "") -> dict[str, str]:
+    """The custom labels of a model image, keyed with LABEL_PREFIX (the Dockerfile sets the same).
+    ``data_days``: the days the model learnt from, comma-separated (a training window's days)."""
     return {
         f"{LABEL_PREFIX}model.name": str(model_name),
         f"{LABEL_PREFIX}model.version": str(model_version),
         f"{LABEL_PREFIX}data.fingerprint": str(data_fingerprint),
+        f"{LABEL_PREFIX}data.days": str(data_days or ""),
         f"{LABEL_PREFIX}job.name": str(job_name),
         f"{LABEL_PREFIX}partition": str(partition or ""),
         f"{LABEL_PREFIX}git.commit": str(git_commit or "unknown"),
@@ -82,6 +84,7 @@ def build_args(labels: dict[str, str], *, base_image: str, source: str = "") -> 
         "MODEL_NAME": labels[f"{p}model.name"],
         "MODEL_VERSION": labels[f"{p}model.version"],
         "DATA_FINGERPRINT": labels[f"{p}data.fingerprint"],
+        "DATA_DAYS": labels.get(f"{p}data.days", ""),
         "JOB_NAME": labels[f"{p}job.name"],
         "PARTITION": labels[f"{p}partition"],
         "GIT_COMMIT": labels[f"{p}git.commit"],

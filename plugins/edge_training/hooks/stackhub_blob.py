@@ -688,6 +688,29 @@ class StackHubBlobHook(BaseHook):
                 scan.spool.close()
 
 
+    def validate_window(self, specs: list[PartitionSpec], *, own_day: str, min_days: int) -> dict[str, Any]:
+        """Validate each day of a training window (oldest first) and combine them
+        (:func:`edge_training.windows.combine_window`). A day with no data or an incomplete one is a gap,
+        named in the log; the window fails when fewer than ``min_days`` days are usable. Each day that
+        validates gets its manifest, as a one-day run would write it."""
+        from edge_training.windows import combine_window
+
+        partitions: list[dict[str, Any]] = []
+        gaps: list[dict[str, str]] = []
+        for spec in specs:
+            try:
+                partitions.append(self.validate_partition(spec))
+            except PartitionIncompleteError as err:  # also PartitionMissingError: the day has no data
+                if len(specs) == 1:
+                    raise  # a one-day window has no gap to train around: it fails as the day does
+                day = _partition_date(spec.partition_key).isoformat()
+                message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                gaps.append({"date": day, "finding": "no data" if isinstance(err, PartitionMissingError)
+                             else "incomplete", "message": message})
+                self.log.warning("Training window ending %s: day %s is a gap (%s)", own_day, day, message)
+        return combine_window(partitions, gaps, own_day=own_day, window_days=len(specs), min_days=min_days)
+
+
 #: Up to this fraction of each pause of a partition wait is taken off at random, so waits started
 #: together (a backfill) do not look together.
 PARTITION_POLL_JITTER = 0.2

@@ -183,7 +183,8 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
         self.code = code
         self.compute_kind = compute_kind
         self.instance_type = instance_type
-        self.inputs = dict(inputs or {})
+        # A mapping, or a task's output that renders to one (validate_partition's job_inputs).
+        self.inputs = dict(inputs) if isinstance(inputs, Mapping) else (inputs or {})
         self.outputs = dict(outputs or {"model": None})
         self.experiment_name = experiment_name
         self.display_name = display_name
@@ -241,7 +242,7 @@ class AzureMLSubmitJobOperator(ResumableJobMixin, BaseOperator):
             compute=self.compute,
             code=self.code,
             instance_type=self.instance_type,
-            inputs=self.inputs,
+            inputs=mapping(self, "inputs", self.inputs),
             outputs=self.outputs,
             experiment_name=self.experiment_name,
             display_name=self.display_name,

@@ -60,6 +60,7 @@ class ModelImageBuildOperator(BaseOperator):
     :param job_name: AML job that trained the model: a label, and where the model comes from without
         ``model_dir`` (templated).
     :param partition: partition the model was trained on, for the labels (templated).
+    :param data_days: the days the model learnt from, comma-separated, for the labels (templated).
     :param model_dir: folder on the worker holding the model; None: download ``model_output`` (templated).
     :param azureml_conn_id: AML connection the model is downloaded through; needed without ``model_dir``.
     :param model_output: the job output holding the model.
@@ -81,7 +82,7 @@ class ModelImageBuildOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        "model_name", "model_version", "data_fingerprint", "job_name", "partition", "model_dir",
+        "model_name", "model_version", "data_fingerprint", "job_name", "partition", "data_days", "model_dir",
         "repository", "base_image", "serving_dir", "git_commit", "registry_ca_bundle", "network_mode",
         "smoke_rows",
     )
@@ -94,6 +95,7 @@ class ModelImageBuildOperator(BaseOperator):
         data_fingerprint: str,
         job_name: str,
         partition: str = "",
+        data_days: str = "",
         model_dir: str | None = None,
         azureml_conn_id: str | None = None,
         model_output: str = "model",
@@ -117,6 +119,7 @@ class ModelImageBuildOperator(BaseOperator):
         self.data_fingerprint = data_fingerprint
         self.job_name = job_name
         self.partition = partition
+        self.data_days = data_days
         self.model_dir = model_dir
         self.azureml_conn_id = azureml_conn_id
         self.model_output = model_output
@@ -159,7 +162,7 @@ class ModelImageBuildOperator(BaseOperator):
             return self._execute(hook)
 
     def _execute(self, hook: ContainerImageHook) -> dict[str, Any]:
-        for name in ("model_name", "model_version", "data_fingerprint", "job_name", "partition"):
+        for name in ("model_name", "model_version", "data_fingerprint", "job_name", "partition", "data_days"):
             setattr(self, name, identifier(self, name, getattr(self, name)))
         if self.git_commit is not None:
             self.git_commit = identifier(self, "git_commit", self.git_commit)
@@ -172,6 +175,7 @@ class ModelImageBuildOperator(BaseOperator):
         labels = model_labels(
             model_name=self.model_name, model_version=self.model_version,
             data_fingerprint=self.data_fingerprint, job_name=self.job_name, partition=self.partition,
+            data_days=self.data_days,
             git_commit=self.git_commit or lineage.git_commit(), created=created,
         )
         result: dict[str, Any] = {

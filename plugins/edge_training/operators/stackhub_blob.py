@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -12,6 +13,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from edge_training.exceptions import (
+    InvalidPartitionKeyError,
     LocalityPolicyError,
     PartitionIncompleteError,
     PartitionMissingError,
@@ -27,8 +29,9 @@ from edge_training.hooks.stackhub_blob import (
     StackHubBlobHook,
 )
 from edge_training.operators.arguments import default_deferrable
-from edge_training.partitions import partition_prefix
+from edge_training.partitions import partition_date, partition_date_str, partition_prefix
 from edge_training.triggers.events import EVENT_SUCCESS, EVENT_TIMEOUT
+from edge_training.windows import window_bounds, window_dates
 
 #: XCom key under which a refused partition's finding is kept (the Edge training page flags the day).
 VALIDATION_FINDING_KEY = "validation_finding"
@@ -57,8 +60,14 @@ class StackHubPartitionOperator(BaseOperator):
     run's key (``{{ dag_run.partition_key }}``), mapped to a date by :mod:`edge_training.partitions`.
     Without a key, ``prefix`` must be the rendered folder itself.
 
+    With ``window_days`` N above 1 the run trains on the N daily partitions ending at its own
+    (:mod:`edge_training.windows`): each day is validated, gaps are allowed down to ``min_days`` usable
+    days and named in the log, and the fingerprint covers the days used.
+
     Returns ``{account_host, container, prefix, file_count, bytes, fingerprint, data_uri, partition_date,
-    manifest}``; the manifest JSON stays on the Stack Hub account, beside the data. With the OpenLineage
+    manifest}`` and the window's ``window_days, min_days, data_days, missing_days, gaps, partitions,
+    job_inputs`` (the AML job inputs reading the days); each manifest JSON stays on the Stack Hub
+    account, beside its day's data. With the OpenLineage
     provider, the partition is the task's input dataset (``edge_training.openlineage_facets``).
     ``partition_date`` comes from ``partition_key``, else from the prefix's ``date=YYYY-MM-DD`` segment.
     ``wasb_conn_id`` is an alias of ``stackhub_conn_id``.
@@ -91,6 +100,8 @@ class StackHubPartitionOperator(BaseOperator):
     :param poll_interval: first pause between looks while waiting, in seconds; it doubles (up to 20%
         taken off at random) up to ``max_poll_interval``.
     :param max_poll_interval: longest pause between looks while waiting, in seconds.
+    :param window_days: how many days, ending at the run's own, the training reads (templated).
+    :param min_days: how many of those days must be usable; None: all of them (templated).
     :param deferrable: wait in the triggerer (``StackHubPartitionTrigger``), not the worker; None:
         ``[operators] default_deferrable``. Only matters with ``wait_for_partition``.
     """
@@ -106,6 +117,8 @@ class StackHubPartitionOperator(BaseOperator):
         "manifest_name",
         "datastore",
         "stack_hub_domain",
+        "window_days",
+        "min_days",
     )
     ui_color = "#d9ead3"
 
@@ -129,6 +142,8 @@ class StackHubPartitionOperator(BaseOperator):
         wait_timeout: float = 3600.0,
         poll_interval: float = 60.0,
         max_poll_interval: float = 600.0,
+        window_days: int = 1,
+        min_days: int | None = None,
         deferrable: bool | None = None,
         **kwargs: Any,
     ) -> None:
@@ -154,6 +169,8 @@ class StackHubPartitionOperator(BaseOperator):
         self.wait_timeout = wait_timeout
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
+        self.window_days = window_days
+        self.min_days = min_days
         self.deferrable = default_deferrable() if deferrable is None else deferrable
 
     @cached_property
@@ -243,15 +260,32 @@ class StackHubPartitionOperator(BaseOperator):
         where = f"{event.get('container', self.container)}/{event.get('prefix')}"
         raise StackHubError(f"waiting for partition {where} failed: {event.get('message')}")
 
+    def window_specs(self, spec: PartitionSpec, window_days: int) -> list[PartitionSpec]:
+        """The spec of each day of the window, oldest first; the last is the run's own ``spec``."""
+        if window_days == 1:
+            return [spec]
+        if spec.partition_key is None:
+            raise InvalidPartitionKeyError(
+                f"window_days {window_days} needs the run's partition key to find its days; found prefix "
+                f"{spec.prefix!r} and no key"
+            )
+        days = window_dates(partition_date(spec.partition_key), window_days)
+        return [dataclasses.replace(spec, prefix=partition_prefix(self.prefix, day.isoformat()),
+                                    partition_key=day.isoformat()) for day in days[:-1]] + [spec]
+
     def _validate(self, hook: StackHubBlobHook, spec: PartitionSpec) -> dict[str, Any]:
-        summary = hook.validate_partition(spec)
+        window_days, min_days = window_bounds(self.window_days, self.min_days)
+        own_day = partition_date_str(spec.partition_key) if spec.partition_key else None
+        summary = hook.validate_window(self.window_specs(spec, window_days), own_day=own_day, min_days=min_days)
         self.log.info(
-            "Partition %s/%s: %d data files, %d bytes, fingerprint %s",
+            "Partition %s/%s: %d data files, %d bytes, fingerprint %s; days %s%s",
             summary["container"],
             summary["prefix"],
             summary["file_count"],
             summary["bytes"],
             summary["fingerprint"],
+            summary["data_days"] or "(from the prefix)",
+            f"; gaps {summary['missing_days']}" if summary["missing_days"] else "",
         )
         self._summary = summary
         return summary
