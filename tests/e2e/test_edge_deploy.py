@@ -224,3 +224,49 @@ def test_a_rollback_by_hand_serves_the_previous_version_and_a_rerun_does_nothing
     assert "already serves" in airflow.task_log(DEPLOY_DAG, run_id, "deploy_model", 1)
     assert [c.id for c in docker_client.containers.list(filters={"label": SERVING_LABEL})
             if c.labels.get("org.edge-training.serving.version") == previous] == [container_id]
+
+
+def answer_approval(airflow, run_id: str, choice: str, timeout: float = 300) -> None:
+    """Wait for the run's approve task to ask (Airflow 3.3 parks it in ``awaiting_input``), then answer as a
+    person does from the Required actions page: through Airflow's REST API."""
+    deadline = time.monotonic() + timeout
+    state = None
+    while time.monotonic() < deadline:
+        state = airflow.task_instances(DEPLOY_DAG, run_id).get("approve", {}).get("state")
+        if state == "awaiting_input":
+            break
+        assert state not in ("success", "failed", "skipped"), f"approve ended {state} without asking"
+        time.sleep(1)
+    assert state == "awaiting_input", f"approve never asked (state {state})"
+    airflow.api("PATCH", f"/dags/{DEPLOY_DAG}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
+                {"chosen_options": [choice]})
+
+
+def test_with_require_approval_a_rejection_deploys_nothing_and_an_approval_deploys(
+    airflow, ml_client, docker_client, first_deploy
+):
+    serving = serving_version()
+    containers = serving_containers(docker_client)
+    other = next(str(m.version) for m in ml_client.models.list(name=MODEL_NAME)
+                 if str(m.version) != serving and (m.tags or {}).get("gate_passed") == "True"
+                 and (m.tags or {}).get("image"))
+
+    run_id = f"e2e_deploy__reject__{int(time.time() * 1000)}"
+    airflow.trigger(DEPLOY_DAG, run_id=run_id, conf={"model_version": other, "require_approval": True})
+    answer_approval(airflow, run_id, "Reject")
+    run = airflow.wait_run(DEPLOY_DAG, run_id, timeout=300)
+    states = {t: ti["state"] for t, ti in airflow.task_instances(DEPLOY_DAG, run_id).items()}
+    assert states["approve"] == "success" and states["deploy_model"] == "skipped", states
+    assert run["state"] == "success", states
+    assert serving_version() == serving and serving_containers(docker_client) == containers
+    assert production_versions(ml_client) == [serving]
+
+    # Approved, the deploy runs (here for the version that serves: it changes nothing, and says so).
+    run_id = f"e2e_deploy__approve__{int(time.time() * 1000)}"
+    airflow.trigger(DEPLOY_DAG, run_id=run_id, conf={"model_version": serving, "require_approval": True})
+    answer_approval(airflow, run_id, "Approve")
+    run = airflow.wait_run(DEPLOY_DAG, run_id, timeout=300)
+    states = {t: ti["state"] for t, ti in airflow.task_instances(DEPLOY_DAG, run_id).items()}
+    assert run["state"] == "success" and states["deploy_model"] == "success", states
+    assert airflow.xcom(DEPLOY_DAG, run_id, "deploy_model")["changed"] is False
+    assert serving_version() == serving

@@ -50,6 +50,7 @@ from edge_training.hooks.stackhub_locality import check_locality
 from edge_training.partitions import date_in_prefix, validate_prefix
 from edge_training.partitions import partition_date as _partition_date
 from edge_training.retry import backoff_delay
+from edge_training.windows import combine_window
 
 DEFAULT_API_VERSION = "2019-07-07"
 DEFAULT_DATASTORE = "stackhub_data"
@@ -687,14 +688,11 @@ class StackHubBlobHook(BaseHook):
             if scan.spool is not None:
                 scan.spool.close()
 
-
-    def validate_window(self, specs: list[PartitionSpec], *, own_day: str, min_days: int) -> dict[str, Any]:
+    def validate_window(self, specs: list[PartitionSpec], *, own_day: str | None, min_days: int) -> dict[str, Any]:
         """Validate each day of a training window (oldest first) and combine them
         (:func:`edge_training.windows.combine_window`). A day with no data or an incomplete one is a gap,
         named in the log; the window fails when fewer than ``min_days`` days are usable. Each day that
         validates gets its manifest, as a one-day run would write it."""
-        from edge_training.windows import combine_window
-
         partitions: list[dict[str, Any]] = []
         gaps: list[dict[str, str]] = []
         for spec in specs:
@@ -709,7 +707,6 @@ class StackHubBlobHook(BaseHook):
                              else "incomplete", "message": message})
                 self.log.warning("Training window ending %s: day %s is a gap (%s)", own_day, day, message)
         return combine_window(partitions, gaps, own_day=own_day, window_days=len(specs), min_days=min_days)
-
 
 #: Up to this fraction of each pause of a partition wait is taken off at random, so waits started
 #: together (a backfill) do not look together.

@@ -100,7 +100,8 @@ class StackHubPartitionOperator(BaseOperator):
     :param poll_interval: first pause between looks while waiting, in seconds; it doubles (up to 20%
         taken off at random) up to ``max_poll_interval``.
     :param max_poll_interval: longest pause between looks while waiting, in seconds.
-    :param window_days: how many days, ending at the run's own, the training reads (templated).
+    :param window_days: how many days, ending at the run's own, the training reads; a wait
+        (``wait_for_partition``) is for the run's own day, the earlier ones must be there (templated).
     :param min_days: how many of those days must be usable; None: all of them (templated).
     :param deferrable: wait in the triggerer (``StackHubPartitionTrigger``), not the worker; None:
         ``[operators] default_deferrable``. Only matters with ``wait_for_partition``.
@@ -219,6 +220,7 @@ class StackHubPartitionOperator(BaseOperator):
             raise
 
     def _execute(self, context: Any) -> dict[str, Any]:
+        self.window()  # bad window arguments are refused before any wait or request
         spec = self.partition_spec()
         hook = self.hook
         hook.get_conn()  # the locality policy runs here, before any request
@@ -260,6 +262,10 @@ class StackHubPartitionOperator(BaseOperator):
         where = f"{event.get('container', self.container)}/{event.get('prefix')}"
         raise StackHubError(f"waiting for partition {where} failed: {event.get('message')}")
 
+    def window(self) -> tuple[int, int]:
+        """The rendered ``(window_days, min_days)``, checked."""
+        return window_bounds(self.window_days, self.min_days)
+
     def window_specs(self, spec: PartitionSpec, window_days: int) -> list[PartitionSpec]:
         """The spec of each day of the window, oldest first; the last is the run's own ``spec``."""
         if window_days == 1:
@@ -274,7 +280,7 @@ class StackHubPartitionOperator(BaseOperator):
                                     partition_key=day.isoformat()) for day in days[:-1]] + [spec]
 
     def _validate(self, hook: StackHubBlobHook, spec: PartitionSpec) -> dict[str, Any]:
-        window_days, min_days = window_bounds(self.window_days, self.min_days)
+        window_days, min_days = self.window()
         own_day = partition_date_str(spec.partition_key) if spec.partition_key else None
         summary = hook.validate_window(self.window_specs(spec, window_days), own_day=own_day, min_days=min_days)
         self.log.info(
