@@ -61,6 +61,7 @@ from airflow.sdk import DAG, AssetAlias, CronPartitionTimetable, Param
 # file. bench/overhead.py measures the parse; tests/unit/test_dag_parse_imports.py keeps it so.
 from airflow.sdk.definitions.decorators import task
 from edge_training.assets import configured_model_name, model_asset
+from edge_training.hooks.azureml_polling import PollPolicy, poll_max_seconds
 from edge_training.operators.azureml import AzureMLRegisterModelOperator, AzureMLSubmitJobOperator
 from edge_training.operators.container_image import ModelImageBuildOperator, ModelImagePushOperator
 from edge_training.operators.edge_vm import EdgeVMReadinessOperator
@@ -90,6 +91,9 @@ TRAINING_TASK_TIMEOUT = timedelta(minutes=float(os.environ.get("EDGE_TRAINING_TA
 # no end). Triggers and backfills are not limited by it: the demo's and the tests' Airflow set it so that
 # only the runs they ask for (and the deploys those runs' model events start) run.
 SCHEDULE_END = os.environ.get("EDGE_TRAINING_SCHEDULE_END") or None
+# How long submit_training's wait may go without looking at a running job, in seconds (a deployment
+# setting): a finished job is noticed within this, and a quiet job costs 60 / this status calls a minute.
+AML_POLL_MAX_SECONDS = poll_max_seconds(os.environ.get("EDGE_AML_POLL_MAX_SECONDS"))
 # Runs of this DAG active at once (a deployment setting). The trainings on the VM stay bounded by the
 # edge_vm pool whatever this is; more runs only let their other tasks proceed meanwhile.
 MAX_ACTIVE_RUNS = int(os.environ.get("EDGE_TRAINING_MAX_ACTIVE_RUNS", "4"))
@@ -268,6 +272,7 @@ with DAG(
         force_new_job="{{ params.force_retrain }}",
         job_timeout="{{ params.job_timeout_minutes * 60 }}",
         pool="edge_vm",
+        poll_policy=PollPolicy(initial_s=min(PollPolicy.initial_s, AML_POLL_MAX_SECONDS), max_s=AML_POLL_MAX_SECONDS),
         deferrable="{{ params.wait_in_triggerer }}",
         # Also bounds the time spent deferred: the operator hands it to the trigger, which cancels the job.
         execution_timeout=TRAINING_TASK_TIMEOUT,

@@ -312,11 +312,12 @@ class LocalAirflow:
         return token
 
     def api(self, method: str, path: str, body: dict | None = None, *, raw: bool = False,
-            attempts: int = 3):
-        """One REST call. A 500 "Database error" is sent again (up to ``attempts`` times), as a person
-        would click again: Postgres aborts one side of a deadlock between the API server and the
-        scheduler (e.g. marking a run failed while the scheduler updates it), and the aborted
-        transaction changed nothing."""
+            attempts: int = 6):
+        """One REST call. A 500 "Database error" is sent again (up to ``attempts`` times, pausing longer
+        each time), as a person would click again: Postgres aborts one side of a deadlock between the API
+        server and the scheduler (e.g. marking a run failed while the scheduler updates it), and the
+        aborted transaction changed nothing. A busy run met three such deadlocks in a row (2 s apart) in a
+        fresh-clone `make test`."""
         data = json.dumps(body).encode() if body is not None else None
         for attempt in range(1, attempts + 1):
             req = urllib.request.Request(
@@ -332,7 +333,7 @@ class LocalAirflow:
             except urllib.error.HTTPError as exc:
                 detail = exc.read()[:1000].decode("utf-8", errors="replace")
                 if exc.code == 500 and "Database error" in detail and attempt < attempts:
-                    time.sleep(0.5 * attempt)
+                    time.sleep(1.0 * attempt)
                     continue
                 raise StackError(f"Airflow API {method} {path} -> {exc.code}: {detail}") from exc
         if raw:

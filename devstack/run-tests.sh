@@ -5,13 +5,29 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 cleanup() { "$PY" -m devstack.demo down || true; "$PY" -m devstack.scale down || true; "$PY" -m devstack down || true; }
 trap cleanup EXIT
+# Arguments name what to run (`make faults` passes tests/faults); none means the whole suite. Then the unit
+# tests, which need no stack, run while it starts (their report follows the stack tests'), all but
+# tests/unit/test_compose.py, which reads the compose file with the docker CLI the stack installs.
+unit_pid=""
+if [ "$#" -eq 0 ]; then
+  unit_log=$(mktemp)
+  "$PY" -m pytest -ra -p no:cacheprovider tests/unit --ignore=tests/unit/test_compose.py >"$unit_log" 2>&1 &
+  unit_pid=$!
+  set -- tests/e2e tests/faults tests/integration tests/unit/test_compose.py
+fi
 "$PY" -m devstack up
 "$PY" -m devstack.seed
 set +e
-# Arguments name what to run (`make faults` passes tests/faults); none means the whole suite.
-[ "$#" -gt 0 ] || set -- tests
 "$PY" -m pytest -ra -p no:cacheprovider "$@"
 status=$?
+if [ -n "$unit_pid" ]; then
+  wait "$unit_pid"
+  unit_status=$?
+  echo "---- the unit tests (run while the stack started) ----"
+  cat "$unit_log"
+  rm -f "$unit_log"
+  [ "$status" -ne 0 ] || status=$unit_status
+fi
 set -e
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests: that is a failure" >&2

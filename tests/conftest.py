@@ -16,6 +16,9 @@ REPO = Path(__file__).resolve().parent.parent
 TRAINING_TASK_TIMEOUT_MINUTES = 2
 #: Runs of the DAG active at once in the tests' Airflow: the battery runs its side-by-side cases together.
 MAX_ACTIVE_RUNS = 24
+#: The tests' Airflow notices a finished AML job within this (the deployment default is 15 s): each training
+#: of the suite ends sooner, and nothing the tests check depends on the poll rate.
+AML_POLL_MAX_SECONDS = 5
 #: The tests' Airflow's metadata database on the stack's Postgres (devstack/scale.py).
 E2E_DATABASE = "airflow_e2e"
 #: The OpenLineage namespace of the tests' Airflow; its events go to files in its home's OPENLINEAGE_DIR.
@@ -73,11 +76,13 @@ def airflow(stack_env, alert_inbox):
     started = scale.up(redis=False)
     # Connections live in the metadata DB so the fault battery can break and restore them through the
     # REST API; the training task's time limit is short enough for the battery to see it pass; runs are
-    # not capped at the DAG's default 4 (the pool still bounds the trainings); alerts go to the inbox.
+    # not capped at the DAG's default 4 (the pool still bounds the trainings); jobs are polled faster;
+    # alerts go to the inbox.
     instance = LocalAirflow(name="airflow-e2e", port=47181, connections="db",
                             sql_alchemy_conn=scale.database(E2E_DATABASE),
                             extra_env={"EDGE_TRAINING_TASK_TIMEOUT_MINUTES": str(TRAINING_TASK_TIMEOUT_MINUTES),
                                        "EDGE_TRAINING_MAX_ACTIVE_RUNS": str(MAX_ACTIVE_RUNS),
+                                       "EDGE_AML_POLL_MAX_SECONDS": str(AML_POLL_MAX_SECONDS),
                                        "EDGE_ALERT_TARGET": alert_inbox.url})
     # OpenLineage events go to files (devstack/lineage_files.py), read back by the lineage test.
     events = instance.home / OPENLINEAGE_DIR

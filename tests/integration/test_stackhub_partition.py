@@ -79,7 +79,7 @@ def test_complete_partition_summary_fingerprint_and_manifest(container):
     expected_fp = fingerprint_entries(
         (name, len(body), hashlib.md5(body).digest(), None) for name, body in sorted(files.items())
     )[0]
-    assert summary == {
+    day = {
         "account_host": "edgedata.blob.local.azurestack.external",
         "container": "training",
         "prefix": prefix,
@@ -90,6 +90,10 @@ def test_complete_partition_summary_fingerprint_and_manifest(container):
         "partition_date": "2026-11-10",
         "manifest": prefix + "_manifest.json",
     }
+    # A one-day window (the default): the day itself, read by the job as its `data` input.
+    assert summary == {**day, "window_days": 1, "min_days": 1, "data_days": "2026-11-10", "missing_days": "",
+                       "gaps": [], "partitions": [day], "job_inputs": {"data": {"type": "uri_folder",
+                                                                                "path": day["data_uri"]}}}
     json.dumps(summary)
 
     manifest = json.loads(container.download_blob(prefix + "_manifest.json").readall())

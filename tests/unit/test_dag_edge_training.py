@@ -202,3 +202,23 @@ def test_the_schedule_end_stops_the_timetables_own_runs_but_not_backfills(monkey
     days = dag.iter_dagrun_infos_between(dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc),
                                          dt.datetime(2026, 12, 2, tzinfo=dt.timezone.utc))
     assert [info.partition_key for info in days] == ["2026-12-01T00:00:00", "2026-12-02T00:00:00"]
+
+
+def test_the_aml_poll_setting_bounds_how_long_a_finished_job_goes_unnoticed(monkeypatch):
+    """EDGE_AML_POLL_MAX_SECONDS: no wait between two looks at a running job is longer (the tests' Airflow
+    sets 5); unset, the default 15 s; a bad value is an import error naming the setting."""
+    def submit_policy():
+        bag = DagBag(dag_folder=str(REPO / "dags" / "edge_training.py"))
+        return bag, (bag.dags["edge_training"].get_task("submit_training").poll_policy if bag.dags else None)
+
+    monkeypatch.setenv("EDGE_AML_POLL_MAX_SECONDS", "5")
+    _, policy = submit_policy()
+    waits = [policy.interval(polls, rand) for polls in range(12) for rand in (0.0, 0.5, 0.99)]
+    assert max(waits) == 5 and min(waits) > 0, waits
+    monkeypatch.delenv("EDGE_AML_POLL_MAX_SECONDS")
+    _, policy = submit_policy()
+    assert max(policy.interval(polls, 0.0) for polls in range(12)) == 15
+    monkeypatch.setenv("EDGE_AML_POLL_MAX_SECONDS", "soon")
+    bag, _ = submit_policy()
+    assert any("EDGE_AML_POLL_MAX_SECONDS 'soon': expected seconds from 1 to 300" in error
+               for error in bag.import_errors.values()), bag.import_errors

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from edge_training.exceptions import InvalidInputError
 from edge_training.retry import backoff_delay
 
 
@@ -63,3 +64,16 @@ class PollPolicy:
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
+
+
+def poll_max_seconds(setting: str | None) -> float:
+    """The ``EDGE_AML_POLL_MAX_SECONDS`` deployment setting as seconds (unset or empty: ``PollPolicy.max_s``)."""
+    if setting in (None, ""):
+        return PollPolicy.max_s
+    try:
+        seconds = float(setting)
+    except ValueError:
+        seconds = float("nan")
+    if not 1.0 <= seconds <= 300.0:
+        raise InvalidInputError(f"EDGE_AML_POLL_MAX_SECONDS {setting!r}: expected seconds from 1 to 300")
+    return seconds
