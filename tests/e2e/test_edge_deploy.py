@@ -25,6 +25,7 @@ DEPLOY_DAG = "edge_deploy"
 ONE_PARTITION = "2026-11-20"  # trained by test_edge_training_dag.py
 SERVING_URL = "http://127.0.0.1:47170"  # the DAG's default serving_port, on the VM (loopback here)
 SERVING_LABEL = "org.edge-training.serving.model"
+APPROVAL_READING_SECONDS = 5
 
 
 def health(timeout: float = 5) -> dict:
@@ -238,6 +239,11 @@ def answer_approval(airflow, run_id: str, choice: str, timeout: float = 300) -> 
         assert state not in ("success", "failed", "skipped"), f"approve ended {state} without asking"
         time.sleep(1)
     assert state == "awaiting_input", f"approve never asked (state {state})"
+    # A person reads the request first. Answered within the scheduler's loop that sees the task park,
+    # Airflow 3.3.2 takes the parked workload's exit for an external kill and retries the task, which then
+    # asks again (seen here: "finished with state success, but the task instance's state attribute is
+    # queued", then UP_FOR_RETRY).
+    time.sleep(APPROVAL_READING_SECONDS)
     airflow.api("PATCH", f"/dags/{DEPLOY_DAG}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
                 {"chosen_options": [choice]})
 
