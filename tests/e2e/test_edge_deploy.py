@@ -49,6 +49,12 @@ def production_versions(ml_client) -> list[str]:
                   if (m.tags or {}).get("stage") == "production")
 
 
+def trained_and_shipped(model) -> bool:
+    """A version a training run registered (it names its job) whose gate passed and whose image was pushed."""
+    tags = model.tags or {}
+    return tags.get("gate_passed") == "True" and bool(tags.get("image")) and bool(tags.get("job_name"))
+
+
 def serving_containers(docker_client) -> dict[str, str]:
     """name -> serving version label, for the model's containers on the VM (the proxy as 'proxy')."""
     found = docker_client.containers.list(all=True, filters={"label": f"{SERVING_LABEL}={MODEL_NAME}"})
@@ -151,9 +157,10 @@ def test_a_new_version_replaces_it_without_a_missed_request_and_moves_the_produc
     airflow, ml_client, docker_client, first_deploy
 ):
     old = first_deploy[0]["version"]
-    # Another shipped version (the backfill of test_edge_training_dag.py trained several).
+    # Another shipped version (the backfill of test_edge_training_dag.py trained several): one a training
+    # job made (not the broken image an earlier session of this clone registered by hand).
     new = next(str(m.version) for m in ml_client.models.list(name=MODEL_NAME)
-               if str(m.version) != old and (m.tags or {}).get("gate_passed") == "True" and (m.tags or {}).get("image"))
+               if str(m.version) != old and trained_and_shipped(m))
     hammer = Hammer()
     hammer.start()
     try:
@@ -254,8 +261,7 @@ def test_with_require_approval_a_rejection_deploys_nothing_and_an_approval_deplo
     serving = serving_version()
     containers = serving_containers(docker_client)
     other = next(str(m.version) for m in ml_client.models.list(name=MODEL_NAME)
-                 if str(m.version) != serving and (m.tags or {}).get("gate_passed") == "True"
-                 and (m.tags or {}).get("image"))
+                 if str(m.version) != serving and trained_and_shipped(m))
 
     run_id = f"e2e_deploy__reject__{int(time.time() * 1000)}"
     airflow.trigger(DEPLOY_DAG, run_id=run_id, conf={"model_version": other, "require_approval": True})
