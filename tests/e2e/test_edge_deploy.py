@@ -255,6 +255,15 @@ def answer_approval(airflow, run_id: str, choice: str, timeout: float = 300) -> 
                 {"chosen_options": [choice]})
 
 
+def deploy_with_approval(airflow, version: str, choice: str) -> tuple[str, dict, dict[str, str]]:
+    """A deploy of ``version`` by hand with require_approval on, answered ``choice``: (run id, run, task states)."""
+    run_id = f"e2e_deploy__{choice.lower()}__{int(time.time() * 1000)}"
+    airflow.trigger(DEPLOY_DAG, run_id=run_id, conf={"model_version": version, "require_approval": True})
+    answer_approval(airflow, run_id, choice)
+    run = airflow.wait_run(DEPLOY_DAG, run_id, timeout=300)
+    return run_id, run, {t: ti["state"] for t, ti in airflow.task_instances(DEPLOY_DAG, run_id).items()}
+
+
 def test_with_require_approval_a_rejection_deploys_nothing_and_an_approval_deploys(
     airflow, ml_client, docker_client, first_deploy
 ):
@@ -263,22 +272,14 @@ def test_with_require_approval_a_rejection_deploys_nothing_and_an_approval_deplo
     other = next(str(m.version) for m in ml_client.models.list(name=MODEL_NAME)
                  if str(m.version) != serving and trained_and_shipped(m))
 
-    run_id = f"e2e_deploy__reject__{int(time.time() * 1000)}"
-    airflow.trigger(DEPLOY_DAG, run_id=run_id, conf={"model_version": other, "require_approval": True})
-    answer_approval(airflow, run_id, "Reject")
-    run = airflow.wait_run(DEPLOY_DAG, run_id, timeout=300)
-    states = {t: ti["state"] for t, ti in airflow.task_instances(DEPLOY_DAG, run_id).items()}
+    run_id, run, states = deploy_with_approval(airflow, other, "Reject")
     assert states["approve"] == "success" and states["deploy_model"] == "skipped", states
     assert run["state"] == "success", states
     assert serving_version() == serving and serving_containers(docker_client) == containers
     assert production_versions(ml_client) == [serving]
 
     # Approved, the deploy runs (here for the version that serves: it changes nothing, and says so).
-    run_id = f"e2e_deploy__approve__{int(time.time() * 1000)}"
-    airflow.trigger(DEPLOY_DAG, run_id=run_id, conf={"model_version": serving, "require_approval": True})
-    answer_approval(airflow, run_id, "Approve")
-    run = airflow.wait_run(DEPLOY_DAG, run_id, timeout=300)
-    states = {t: ti["state"] for t, ti in airflow.task_instances(DEPLOY_DAG, run_id).items()}
+    run_id, run, states = deploy_with_approval(airflow, serving, "Approve")
     assert run["state"] == "success" and states["deploy_model"] == "success", states
     assert airflow.xcom(DEPLOY_DAG, run_id, "deploy_model")["changed"] is False
     assert serving_version() == serving
