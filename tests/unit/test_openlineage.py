@@ -92,6 +92,20 @@ class TaskInstance:
 
 
 # --- the builders ------------------------------------------------------------------------------------
+def test_a_training_window_names_each_of_its_days_as_an_input_of_validation_and_of_the_model():
+    from edge_training.openlineage_facets import model_version_lineage, partition_lineage
+    from edge_training.windows import combine_window
+
+    days = [{**SUMMARY, "prefix": f"telemetry/date={d}/", "partition_date": d, "fingerprint": f"{i}" * 64,
+             "data_uri": f"azureml://datastores/stackhub_data/paths/telemetry/date={d}/"}
+            for i, d in enumerate(["2026-11-18", "2026-11-19", "2026-11-20"])]
+    window = combine_window(days, [], own_day="2026-11-20", window_days=3, min_days=3)
+    expected = [(PARTITION_DS[0], f"telemetry/date={d}") for d in ("2026-11-18", "2026-11-19", "2026-11-20")]
+    for lineage in (partition_lineage(window), model_version_lineage(MODEL_RESULT, training_data=window)):
+        assert [(d.namespace, d.name) for d in lineage.inputs] == expected
+        assert [d.facets["version"].datasetVersion for d in lineage.inputs] == [p["fingerprint"] for p in days]
+
+
 def test_the_partition_is_an_input_named_by_container_account_and_folder_with_its_fingerprint():
     from edge_training.openlineage_facets import partition_lineage
 

@@ -789,6 +789,15 @@ def test_a_missing_day_fails_the_window_naming_it_unless_min_days_allows_the_gap
     assert two_days["fingerprint"] == allowed["fingerprint"]
 
 
+def test_a_day_with_schema_drift_fails_the_window_even_when_min_days_allows_gaps(storage):
+    """Only a day with no data or an incomplete one is a gap: drifted columns are bad data, never skipped."""
+    for day in ("2026-11-08", "2026-11-09", "2026-11-10"):
+        write_partition(storage, prefix=window_prefix(day))
+    storage.put(window_prefix("2026-11-09") + PARTS[2], csv_part(2, rows=50, header="ts,device_id,temp_c,humidity"))
+    with pytest.raises(SchemaDriftError, match="telemetry/date=2026-11-09/part-00002.csv"):
+        run(partition_op(window_days=3, min_days=1), partition_context())
+
+
 @pytest.mark.parametrize("window_days, min_days, found", [
     (0, None, "window_days 0: expected 1 to 31 days"),
     (32, None, "window_days 32: expected 1 to 31 days"),
