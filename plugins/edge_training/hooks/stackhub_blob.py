@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from airflow.sdk import BaseHook
 
 from edge_training.exceptions import (
+    LocalityPolicyError,
     PartitionIncompleteError,
     PartitionMissingError,
     SchemaDriftError,
@@ -200,6 +201,23 @@ class StackHubSettings:
             allow_public_endpoint=self.allow_public_endpoint,
             allowed_hosts=self.allowed_hosts,
         )
+
+
+#: What a refusal says about the day, most specific first.
+FINDINGS: tuple[tuple[type[Exception], str], ...] = (
+    (PartitionMissingError, "no data"),
+    (PartitionIncompleteError, "incomplete"),
+    (SchemaDriftError, "schema drift"),
+    (LocalityPolicyError, "not local"),
+    (StackHubError, "validation failed"),
+)
+
+
+def validation_finding(err: StackHubError) -> dict[str, str]:
+    """``{"finding", "message"}`` for a refused partition: the kind of refusal and the error's first line."""
+    finding = next(label for cls, label in FINDINGS if isinstance(err, cls))
+    lines = str(err).strip().splitlines()
+    return {"finding": finding, "message": lines[0] if lines else type(err).__name__}
 
 
 def check_container_name(container: str) -> str:
@@ -701,11 +719,10 @@ class StackHubBlobHook(BaseHook):
             except PartitionIncompleteError as err:  # also PartitionMissingError: the day has no data
                 if len(specs) == 1:
                     raise  # a one-day window has no gap to train around: it fails as the day does
-                day = _partition_date(spec.partition_key).isoformat()
-                message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                gaps.append({"date": day, "finding": "no data" if isinstance(err, PartitionMissingError)
-                             else "incomplete", "message": message})
-                self.log.warning("Training window ending %s: day %s is a gap (%s)", own_day, day, message)
+                gap = {"date": _partition_date(spec.partition_key).isoformat(), **validation_finding(err)}
+                gaps.append(gap)
+                self.log.warning("Training window ending %s: day %s is a gap (%s)", own_day, gap["date"],
+                                 gap["message"])
         return combine_window(partitions, gaps, own_day=own_day, window_days=len(specs), min_days=min_days)
 
 #: Up to this fraction of each pause of a partition wait is taken off at random, so waits started

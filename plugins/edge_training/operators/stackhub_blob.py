@@ -14,10 +14,7 @@ from airflow.sdk import BaseOperator
 
 from edge_training.exceptions import (
     InvalidPartitionKeyError,
-    LocalityPolicyError,
     PartitionIncompleteError,
-    PartitionMissingError,
-    SchemaDriftError,
     StackHubError,
 )
 from edge_training.hooks.stackhub_blob import (
@@ -27,6 +24,7 @@ from edge_training.hooks.stackhub_blob import (
     DEFAULT_MARKER,
     PartitionSpec,
     StackHubBlobHook,
+    validation_finding,
 )
 from edge_training.operators.arguments import default_deferrable
 from edge_training.partitions import partition_date, partition_date_str, partition_prefix
@@ -35,21 +33,6 @@ from edge_training.windows import window_bounds, window_dates
 
 #: XCom key under which a refused partition's finding is kept (the Edge training page flags the day).
 VALIDATION_FINDING_KEY = "validation_finding"
-#: What a refusal says about the day, most specific first.
-FINDINGS: tuple[tuple[type[Exception], str], ...] = (
-    (PartitionMissingError, "no data"),
-    (PartitionIncompleteError, "incomplete"),
-    (SchemaDriftError, "schema drift"),
-    (LocalityPolicyError, "not local"),
-    (StackHubError, "validation failed"),
-)
-
-
-def validation_finding(err: StackHubError) -> dict[str, str]:
-    """``{"finding", "message"}`` for a refused partition: the kind of refusal and the error's first line."""
-    finding = next(label for cls, label in FINDINGS if isinstance(err, cls))
-    lines = str(err).strip().splitlines()
-    return {"finding": finding, "message": lines[0] if lines else type(err).__name__}
 
 
 class StackHubPartitionOperator(BaseOperator):
