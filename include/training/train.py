@@ -7,9 +7,9 @@ with the same library versions.
     python train.py --data <input folder> [--data <input folder> ...] --output <output folder>
                     [--label failure] [--test-size 0.2] [--seed 0] [--min-seconds 0]
 
-It reads every CSV part under each --data folder (one per day of a training window; markers such as ``_SUCCESS`` and ``*_manifest.json`` are not
-data and are ignored), trains on the numeric feature columns, evaluates on a held-out split, and writes
-exactly these files to --output:
+It reads every CSV part under each --data folder (one per day of a training window; markers such as
+``_SUCCESS`` and ``*_manifest.json`` are not data and are ignored), trains on the numeric feature
+columns, evaluates on a held-out split, and writes exactly these files to --output:
 
     model.joblib            a scikit-learn Pipeline (joblib), loaded by include/serving/score.py
     metrics.json            held-out metrics, row counts, features, label, library versions
@@ -329,7 +329,7 @@ def non_negative_seconds(text: str) -> float:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train the failure classifier on one data partition.")
+    parser = argparse.ArgumentParser(description="Train the failure classifier on daily data partitions.")
     parser.add_argument("--data", required=True, type=Path, action="append",
                         help="folder with a partition's CSV parts; repeat it for each day of a window")
     parser.add_argument("--output", required=True, type=Path, help="folder for model and model card")
