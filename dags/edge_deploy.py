@@ -40,7 +40,8 @@ from edge_training.operators.retry_policy import EDGE_RETRY_POLICY
 
 MODEL_NAME = configured_model_name()
 # The stable address on the VM (a deployment setting): http://<VM>:<port>; the next two ports hold the slots.
-SERVING_PORT = int(os.environ.get("EDGE_SERVING_PORT", "47170"))
+# Below Linux's ephemeral range (32768-60999), so an outgoing connection on the VM never holds one of them.
+SERVING_PORT = int(os.environ.get("EDGE_SERVING_PORT", "30170"))
 
 with DAG(
     dag_id="edge_deploy",

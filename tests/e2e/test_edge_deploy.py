@@ -23,7 +23,7 @@ from tests.e2e.support import MODEL_NAME, clear_production_marks, partition_key,
 
 DEPLOY_DAG = "edge_deploy"
 ONE_PARTITION = "2026-11-20"  # trained by test_edge_training_dag.py
-SERVING_URL = "http://127.0.0.1:47170"  # the DAG's default serving_port, on the VM (loopback here)
+SERVING_URL = "http://127.0.0.1:30170"  # the DAG's default serving_port, on the VM (loopback here)
 SERVING_LABEL = "org.edge-training.serving.model"
 APPROVAL_READING_SECONDS = 5
 
@@ -150,7 +150,7 @@ def test_a_training_runs_model_asset_event_deploys_its_version_on_the_vm(airflow
     assert production_versions(ml_client) == [version]
     summary = airflow.xcom(DEPLOY_DAG, run_id, "summary")
     assert summary["status"] == "serving" and summary["model_version"] == version
-    assert summary["serving_url"].endswith(":47170")
+    assert summary["serving_url"].endswith(":30170")
 
 
 def test_a_new_version_replaces_it_without_a_missed_request_and_moves_the_production_mark(

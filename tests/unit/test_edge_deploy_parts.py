@@ -124,7 +124,23 @@ def test_images_are_deployed_by_digest_only_and_slots_sit_after_the_stable_port(
     for ref in ("reg.example:5000/m:3", "reg.example:5000/m@sha256:abc", f"@{DIGEST}"):
         with pytest.raises(DeploymentError, match="expected a reference by digest"):
             image_digest(ref)
-    assert (slot_port(47170, "blue"), slot_port(47170, "green")) == (47171, 47172)
+    assert (slot_port(30170, "blue"), slot_port(30170, "green")) == (30171, 30172)
+
+
+def test_the_default_serving_ports_lie_outside_the_kernels_ephemeral_range():
+    """An outgoing connection on the VM takes a local port from this range; a slot port inside it could be
+    held by one when a candidate binds it ("Address already in use")."""
+    import inspect
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    dag = DagBag(dag_folder=str(REPO / "dags" / "edge_deploy.py")).dags["edge_deploy"]
+    dag_default = dag.params.get_param("serving_port").value
+    operator_default = inspect.signature(EdgeDeployModelOperator.__init__).parameters["serving_port"].default
+    assert dag_default == operator_default
+    ports = [dag_default, slot_port(dag_default, "blue"), slot_port(dag_default, "green")]
+    assert all(not low <= port <= high for port in ports), (ports, (low, high))
 
 
 def event(version, ts, *, run="r1", name="equipment-failure"):
@@ -205,7 +221,7 @@ class FakeServing:
 
     def deploy(self, **kwargs):
         self.deployed.append(kwargs)
-        return {"changed": True, "serving_url": "http://vm:47170", "container": "c", "previous_version": "1"}
+        return {"changed": True, "serving_url": "http://vm:30170", "container": "c", "previous_version": "1"}
 
 
 @pytest.fixture
@@ -236,14 +252,14 @@ def test_only_a_version_the_gate_let_through_and_whose_image_was_pushed_is_deplo
 def test_after_a_deploy_the_production_mark_is_on_the_served_version_alone(deploy_op):
     check = smoke_check_tag({"request": [{"a": 1.0}], "predictions": [1], "probabilities": [0.7]})
     op, aml, serving = deploy_op({
-        "1": {"image": IMAGE, "gate_passed": "True", "stage": "production", "serving_url": "http://vm:47170"},
+        "1": {"image": IMAGE, "gate_passed": "True", "stage": "production", "serving_url": "http://vm:30170"},
         "2": {"image": IMAGE, "gate_passed": "True", "smoke_check": check},
         "3": {"image": IMAGE, "gate_passed": "True"},
     })
     result = op.execute({})
     (call,) = serving.deployed
     assert call["image_ref"] == IMAGE and call["request"] == [{"a": 1.0}] and call["record"]["predictions"] == [1]
-    assert aml.versions["2"]["stage"] == "production" and aml.versions["2"]["serving_url"] == "http://vm:47170"
+    assert aml.versions["2"]["stage"] == "production" and aml.versions["2"]["serving_url"] == "http://vm:30170"
     assert "stage" not in aml.versions["1"] and "retired_at" in aml.versions["1"]
     assert "stage" not in aml.versions["3"]
     assert result["unmarked"] == ["1"] and result["answer_checked"] is True

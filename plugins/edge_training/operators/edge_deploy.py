@@ -101,7 +101,7 @@ class EdgeDeployModelOperator(BaseOperator):
         *,
         model_name: str,
         model_version: str,
-        serving_port: Any = 47170,
+        serving_port: Any = 30170,
         proxy_image: str = "edge-training-base:bookworm",
         smoke_timeout: float = 60.0,
         drain_seconds: float = 2.0,
