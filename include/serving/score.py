@@ -6,11 +6,12 @@
                   -> 200 {"predictions": [0, 1, ...], "probabilities": [0.03, 0.91, ...]}
 
 Malformed requests get 400 with {"error": "..."} naming what was expected and what was found. The
-model directory holds model.joblib and metrics.json written by include/training/train.py; the image
-uses the training base image, so the pickle is loaded with the library versions it was written with.
+model directory holds model.joblib and metrics.json written by include/training/train.py, and
+identity.json (the model's name and version, reported by /health) written when the image is built; the
+image uses the training base image, so the pickle is loaded with the library versions it was written with.
 
 Settings (environment): SCORING_HOST (default 0.0.0.0), SCORING_PORT (8080), MODEL_DIR (/opt/model),
-MODEL_NAME and MODEL_VERSION (reported by /health), SCORING_MAX_ROWS (10000), SCORING_MAX_BYTES (16 MiB),
+SCORING_MAX_ROWS (10000), SCORING_MAX_BYTES (16 MiB),
 SCORING_ALLOW_VERSION_MISMATCH (set to 1 to serve a model trained with another scikit-learn version).
 """
 
@@ -142,9 +143,11 @@ def load_app(model_dir: Path, *, allow_version_mismatch: bool = False) -> Scorin
     features = metrics.get("features") or [str(f) for f in getattr(model, "feature_names_in_", [])]
     if not features:
         raise SystemExit(f"score.py: no feature list in {metrics_file} nor in the model's feature_names_in_")
+    identity_file = model_dir / "identity.json"  # written into the image's model layer at build time
+    identity = json.loads(identity_file.read_text()) if identity_file.is_file() else {}
     info = {
-        "name": os.environ.get("MODEL_NAME", ""),
-        "version": os.environ.get("MODEL_VERSION", ""),
+        "name": str(identity.get("name", "")),
+        "version": str(identity.get("version", "")),
         "label": metrics.get("label", ""),
         "sklearn_version": sklearn.__version__,
     }

@@ -134,6 +134,8 @@ def test_rebuild_with_only_a_new_model_reuses_every_other_layer(env, client, fir
     before = [s for s in steps if from_step < s["number"] < model_step]
     assert len(before) >= 5 and all(s["cached"] for s in before), steps
     assert not steps[model_step - 1]["cached"]
+    # After the model's layer only the labels of the build request: one step, no ARG or ENV steps.
+    assert [s["instruction"].split()[0] for s in steps if s["number"] > model_step] == ["LABEL"], steps
     # From the images: v2 shares every layer with v1 (pulled from the registry) except the model's.
     layers_v1 = client.images.get(pushed_v1["image"]).attrs["RootFS"]["Layers"]
     layers_v2 = client.images.get(build_v2["image_id"]).attrs["RootFS"]["Layers"]

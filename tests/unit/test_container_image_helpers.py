@@ -46,26 +46,33 @@ def test_tags_are_version_then_fingerprint_short_form():
         identity.image_tags("1", "abc")
 
 
-def test_dockerfile_declares_every_build_arg_and_label():
+def test_image_labels_carry_the_model_labels_and_the_oci_annotations_and_the_dockerfile_none():
+    """The labels go with the build request (one builder step), so the Dockerfile declares neither
+    labels nor the build args their values would need: its only ARG is BASE_IMAGE."""
     text = DOCKERFILE.read_text()
     labels = identity.model_labels(model_name="m", model_version="1", data_fingerprint="f" * 16, job_name="j",
-                             partition="2026-11-10", git_commit="c" * 40, created="2026-12-01T00:00:00Z")
+                                   partition="2026-11-10", git_commit="c" * 40, created="2026-12-01T00:00:00Z")
+    full = identity.image_labels(labels, base_image="b:1", source="https://git.example/edge")
+    assert labels.items() <= full.items()
+    assert full["org.opencontainers.image.revision"] == "c" * 40
+    assert full["org.opencontainers.image.created"] == "2026-12-01T00:00:00Z"
+    assert full["org.opencontainers.image.base.name"] == "b:1"
+    assert full["org.opencontainers.image.source"] == "https://git.example/edge"
+    assert full["org.opencontainers.image.version"] == "1" and full["org.opencontainers.image.title"] == "m"
+    assert identity.model_identity(labels) == {"name": "m", "version": "1"}
     declared = {word.split("=")[0] for line in re.findall(r"^ARG (.+)$", text, flags=re.M) for word in line.split()}
-    assert set(identity.build_args(labels, base_image="b")) <= declared
-    for key in labels:
-        assert f"{key}=" in text, f"Dockerfile has no LABEL {key}"
-    assert "org.opencontainers.image.revision=" in text and "org.opencontainers.image.created=" in text
+    assert declared == {"BASE_IMAGE"}
+    assert not re.search(r"^(LABEL|ENV MODEL)", text, flags=re.M)
 
 
 def test_dockerfile_copies_the_model_last():
-    """Only metadata instructions follow the model COPY, so a new model invalidates one layer."""
-    instructions = [line.split()[0] for line in DOCKERFILE.read_text().splitlines()
-                    if line and not line.startswith((" ", "#"))]
-    model_copy = next(i for i, line in enumerate(DOCKERFILE.read_text().splitlines()) if line.startswith("COPY model/"))
-    after = [line.split()[0] for line in DOCKERFILE.read_text().splitlines()[model_copy + 1:]
-             if line and not line.startswith((" ", "#"))]
-    assert set(after) <= {"ARG", "ENV", "LABEL"}
-    assert instructions.index("COPY") < instructions.index("CMD") < len(instructions) - len(after) - 1
+    """The model COPY is the last instruction, so a new model invalidates one layer (and the labels' step)."""
+    lines = DOCKERFILE.read_text().splitlines()
+    instructions = [line.split()[0] for line in lines if line and not line.startswith((" ", "#"))]
+    assert instructions[-1] == "COPY" and [line for line in lines if line.startswith("COPY ")][-1].startswith(
+        "COPY model/")
+    assert instructions.index("COPY") < instructions.index("CMD") < len(instructions) - 1
+
 
 
 def test_label_differences_only_on_identity():
@@ -198,10 +205,12 @@ def test_context_holds_serving_files_and_only_the_model_files(tmp_path):
     download.mkdir(parents=True)
     for name in ("model.joblib", "metrics.json", "MODEL_CARD.md", "feature_importance.png", "data.csv", "std_log.txt"):
         (download / name).write_text(name)
-    ctx = ci.prepare_context(serving_dir=serving, model_dir=tmp_path / "download", dest=tmp_path / "ctx")
+    ctx = ci.prepare_context(serving_dir=serving, model_dir=tmp_path / "download", dest=tmp_path / "ctx",
+                             identity={"name": "m", "version": "4"})
     files = sorted(p.relative_to(ctx).as_posix() for p in ctx.rglob("*") if p.is_file())
-    assert files == ["Dockerfile", "model/MODEL_CARD.md", "model/feature_importance.png", "model/metrics.json",
-                     "model/model.joblib", "score.py"]
+    assert files == ["Dockerfile", "model/MODEL_CARD.md", "model/feature_importance.png", "model/identity.json",
+                     "model/metrics.json", "model/model.joblib", "score.py"]
+    assert json.loads((ctx / "model" / "identity.json").read_text()) == {"name": "m", "version": "4"}
     assert all(p.stat().st_mode & 0o444 == 0o444 for p in ctx.rglob("*"))
 
 
@@ -215,7 +224,7 @@ def test_model_folder_errors(tmp_path):
     with pytest.raises(ContainerImageError, match="exactly one model.joblib, found 2"):
         ci.resolve_model_dir(tmp_path)
     with pytest.raises(ContainerImageError, match="expected a Dockerfile"):
-        ci.prepare_context(serving_dir=tmp_path, model_dir=tmp_path / "a", dest=tmp_path / "ctx")
+        ci.prepare_context(serving_dir=tmp_path, model_dir=tmp_path / "a", dest=tmp_path / "ctx", identity={})
 
 
 def test_image_url():

@@ -57,6 +57,8 @@ DEFAULT_SERVING_DIR = REPO_ROOT / "include" / "serving"
 
 # Files of a model folder that go into the image; nothing else does (no data can ride along).
 MODEL_FILES = ("model.joblib", "metrics.json", "MODEL_CARD.md", "feature_importance.png")
+#: The model's name and version in the image's model folder (include/serving/score.py reads it).
+IDENTITY_FILE = "identity.json"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -83,11 +85,13 @@ def resolve_model_dir(model_dir: Path) -> Path:
     )
 
 
-def prepare_context(*, serving_dir: Path, model_dir: Path, dest: Path) -> Path:
+def prepare_context(*, serving_dir: Path, model_dir: Path, dest: Path, identity: dict[str, str]) -> Path:
     """Assemble a build context: the serving folder (Dockerfile, app) plus ``model/`` with the model files.
 
     Only MODEL_FILES are copied from the model folder, so nothing else from a job output (logs, a
-    stray data file) can reach the image.
+    stray data file) can reach the image. ``identity`` (``image_identity.model_identity``: the model's
+    name and version) goes beside them as IDENTITY_FILE, which the scoring app reports on /health: in
+    the model's own layer, so it costs a rebuild no extra step.
     """
     if not (serving_dir / "Dockerfile").is_file():
         raise ContainerImageError(f"serving folder {serving_dir}: expected a Dockerfile, found none")
@@ -106,6 +110,7 @@ def prepare_context(*, serving_dir: Path, model_dir: Path, dest: Path) -> Path:
         source = model_dir / name
         if source.is_file():
             shutil.copyfile(source, dest / "model" / name)
+    (dest / "model" / IDENTITY_FILE).write_text(json.dumps(identity, sort_keys=True) + "\n")
     for path in dest.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return dest
@@ -278,15 +283,18 @@ class ContainerImageHook(BaseHook):
 
     # ---- build ----
 
-    def build(self, *, context_dir: Path, image: str, build_args: dict[str, str], nocache: bool = False) -> BuildReport:
-        """Build ``context_dir`` as ``image`` (classic builder, so cache use is visible per step)."""
+    def build(self, *, context_dir: Path, image: str, base_image: str, labels: dict[str, str],
+              nocache: bool = False) -> BuildReport:
+        """Build ``context_dir`` as ``image`` from ``base_image`` (classic builder, so cache use is visible
+        per step). ``labels`` (``image_identity.image_labels``) go with the request: one last step."""
         import docker
 
         started = time.monotonic()
         self.log.info("Building %s on %s (network_mode=%s)", image, self.docker_connection.host, self.network_mode)
         try:
             stream = self.docker_client.api.build(
-                path=str(context_dir), tag=image, buildargs=build_args, network_mode=self.network_mode,
+                path=str(context_dir), tag=image, buildargs={"BASE_IMAGE": base_image}, labels=labels,
+                network_mode=self.network_mode,
                 rm=True, forcerm=True, pull=False, nocache=nocache, decode=True,
             )
             report = parse_build_stream(self._log_stream(stream), image=image)

@@ -76,21 +76,29 @@ def model_labels(*, model_name: str, model_version: str, data_fingerprint: str, 
     }
 
 
-def build_args(labels: dict[str, str], *, base_image: str, source: str = "") -> dict[str, str]:
-    """Dockerfile build args for the labels (include/serving/Dockerfile declares them)."""
+def image_labels(labels: dict[str, str], *, base_image: str, source: str = "") -> dict[str, str]:
+    """Every label of a model image: the model's own (``model_labels``) and the OCI annotations.
+
+    They go with the build request, not in the Dockerfile: the builder adds them in one step after the
+    model's layer, where a Dockerfile would need an ARG step for their values as well.
+    """
     p = LABEL_PREFIX
+    name, version = labels[f"{p}model.name"], labels[f"{p}model.version"]
     return {
-        "BASE_IMAGE": base_image,
-        "MODEL_NAME": labels[f"{p}model.name"],
-        "MODEL_VERSION": labels[f"{p}model.version"],
-        "DATA_FINGERPRINT": labels[f"{p}data.fingerprint"],
-        "DATA_DAYS": labels.get(f"{p}data.days", ""),
-        "JOB_NAME": labels[f"{p}job.name"],
-        "PARTITION": labels[f"{p}partition"],
-        "GIT_COMMIT": labels[f"{p}git.commit"],
-        "CREATED": labels[f"{p}created"],
-        "SOURCE": source,
+        "org.opencontainers.image.title": name,
+        "org.opencontainers.image.version": version,
+        "org.opencontainers.image.revision": labels[f"{p}git.commit"],
+        "org.opencontainers.image.created": labels[f"{p}created"],
+        "org.opencontainers.image.source": source,
+        "org.opencontainers.image.base.name": base_image,
+        "org.opencontainers.image.description": f"Scoring service for model {name} version {version}",
+        **labels,
     }
+
+
+def model_identity(labels: dict[str, str]) -> dict[str, str]:
+    """The model's name and version as the scoring app reports them on /health (model/identity.json)."""
+    return {"name": labels[f"{LABEL_PREFIX}model.name"], "version": labels[f"{LABEL_PREFIX}model.version"]}
 
 
 def label_differences(expected: dict[str, str], found: dict[str, str] | None) -> dict[str, tuple[str, str | None]]:

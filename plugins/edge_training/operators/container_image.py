@@ -24,8 +24,9 @@ from edge_training.hooks.smoke_test import SMOKE_CHECK_TAG, smoke_check_tag
 from edge_training.hooks.image_identity import (
     IDENTITY_LABELS,
     LABEL_PREFIX,
-    build_args,
+    image_labels,
     image_tags,
+    model_identity,
     model_labels,
     repository_name,
 )
@@ -198,9 +199,10 @@ class ModelImageBuildOperator(BaseOperator):
         local = f"{repository_ref}:{tags[0]}"
         with tempfile.TemporaryDirectory(prefix="model-image-") as tmp:
             context_dir = prepare_context(serving_dir=serving_dir, model_dir=self._model_folder(Path(tmp)),
-                                          dest=Path(tmp) / "context")
+                                          dest=Path(tmp) / "context", identity=model_identity(labels))
             report = hook.build(context_dir=context_dir, image=local, nocache=self.nocache,
-                                build_args=build_args(labels, base_image=self.base_image, source=self.source))
+                                base_image=self.base_image,
+                                labels=image_labels(labels, base_image=self.base_image, source=self.source))
         for tag in tags[1:]:
             hook.tag(report.image_id, repository_ref, tag)
         try:
