@@ -45,7 +45,7 @@ def main() -> int:
     import docker
 
     from edge_training.hooks.container_image import DEFAULT_SERVING_DIR, ContainerImageHook, prepare_context
-    from edge_training.hooks.image_identity import image_labels, model_identity, model_labels
+    from edge_training.hooks.image_identity import image_labels, model_labels
     from tests.integration.model_fixtures import train_model
 
     client = docker.DockerClient(base_url=env["EDGE_DOCKER_HOST"], version="auto")
@@ -55,19 +55,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-image-") as tmp_name:
         tmp = Path(tmp_name)
         models = {seed: train_model(client, base_image, tmp, seed=seed) for seed in (0, 1)}
-        contexts = {seed: prepare_context(serving_dir=DEFAULT_SERVING_DIR, model_dir=model, dest=tmp / f"ctx-{seed}",
-                                          identity={"name": "bench-model", "version": str(seed + 1)})
-                    for seed, model in models.items()}
         for round_no in range(1, args.rounds + 1):
             reports = {}
             for seed, nocache in ((0, True), (1, False)):
                 labels = model_labels(model_name="bench-model", model_version=str(seed + 1),
                                       data_fingerprint="bench" + "0" * 11, job_name=f"bench-job-{seed}",
                                       created=dt.datetime.now(dt.timezone.utc).isoformat())
-                assert model_identity(labels) == {"name": "bench-model", "version": str(seed + 1)}
-                reports[seed] = hook.build(context_dir=contexts[seed], image=f"bench/model-image:{seed}",
-                                           base_image=base_image, labels=image_labels(labels, base_image=base_image),
-                                           nocache=nocache)
+                context = prepare_context(serving_dir=DEFAULT_SERVING_DIR, model_dir=models[seed],
+                                          dest=tmp / f"ctx-{round_no}-{seed}",
+                                          labels=image_labels(labels, base_image=base_image))
+                reports[seed] = hook.build(context_dir=context, image=f"bench/model-image:{seed}",
+                                           base_image=base_image, nocache=nocache)
             first, second = reports[0], reports[1]
             rounds.append({"round": round_no, "first_s": round(first.seconds, 3), "second_s": round(second.seconds, 3),
                            "ratio": round(second.seconds / first.seconds, 4),

@@ -171,8 +171,7 @@ def child_floor(date: str) -> dict:
     from edge_training.hooks.container_image import ContainerImageHook, prepare_context
     from edge_training.hooks.edge_vm import EdgeVMHook
     from edge_training.hooks.edge_vm_checks import ReadinessParams, failure_summary
-    from edge_training.hooks.image_identity import (image_labels, image_tags, model_identity, model_labels,
-                                                     repository_name)
+    from edge_training.hooks.image_identity import image_labels, image_tags, model_labels, repository_name
     from edge_training.hooks.stackhub_blob import DEFAULT_DATA_PATTERN, DEFAULT_MANIFEST_NAME, DEFAULT_MARKER, \
         PartitionSpec, StackHubBlobHook
     from edge_training.operators.gate import gate_decision, model_metrics_from_tags
@@ -280,10 +279,9 @@ def child_floor(date: str) -> dict:
     if images.find_existing(repository, tags[0], labels) is not None:
         raise SystemExit(f"{repository_ref}:{tags[0]} exists already: the floor needs a new partition")
     context_dir = prepare_context(serving_dir=REPO / "include" / "serving", model_dir=model_dir,
-                                  dest=workdir / "context", identity=model_identity(labels))
+                                  dest=workdir / "context", labels=image_labels(labels, base_image=base_image))
     local = f"{repository_ref}:{tags[0]}"
-    built = images.build(context_dir=context_dir, image=local, base_image=base_image,
-                         labels=image_labels(labels, base_image=base_image))
+    built = images.build(context_dir=context_dir, image=local, base_image=base_image)
     for tag in tags[1:]:
         images.tag(built.image_id, repository_ref, tag)
     smoke = images.smoke_test(local)

@@ -47,8 +47,8 @@ def test_tags_are_version_then_fingerprint_short_form():
 
 
 def test_image_labels_carry_the_model_labels_and_the_oci_annotations_and_the_dockerfile_none():
-    """The labels go with the build request (one builder step), so the Dockerfile declares neither
-    labels nor the build args their values would need: its only ARG is BASE_IMAGE."""
+    """The labels are appended to the context's Dockerfile as one instruction with literal values, so the
+    Dockerfile declares neither labels nor the build args their values would need: its only ARG is BASE_IMAGE."""
     text = DOCKERFILE.read_text()
     labels = identity.model_labels(model_name="m", model_version="1", data_fingerprint="f" * 16, job_name="j",
                                    partition="2026-11-10", git_commit="c" * 40, created="2026-12-01T00:00:00Z")
@@ -63,6 +63,13 @@ def test_image_labels_carry_the_model_labels_and_the_oci_annotations_and_the_doc
     declared = {word.split("=")[0] for line in re.findall(r"^ARG (.+)$", text, flags=re.M) for word in line.split()}
     assert declared == {"BASE_IMAGE"}
     assert not re.search(r"^(LABEL|ENV MODEL)", text, flags=re.M)
+
+
+def test_the_label_instruction_keeps_values_literal_and_refuses_a_line_break():
+    line = identity.label_instruction({"b": 'say "hi" for $HOME \\ now', "a": ""})
+    assert line == 'LABEL "a"="" "b"="say \\"hi\\" for \\$HOME \\\\ now"'
+    with pytest.raises(ContainerImageError, match="expected one line, found a line break"):
+        identity.label_instruction({"org.opencontainers.image.description": "two\nlines"})
 
 
 def test_dockerfile_copies_the_model_last():
@@ -205,12 +212,17 @@ def test_context_holds_serving_files_and_only_the_model_files(tmp_path):
     download.mkdir(parents=True)
     for name in ("model.joblib", "metrics.json", "MODEL_CARD.md", "feature_importance.png", "data.csv", "std_log.txt"):
         (download / name).write_text(name)
+    labels = identity.image_labels(identity.model_labels(model_name="m", model_version="4", data_fingerprint="f" * 16,
+                                                         job_name="j"), base_image="b:1")
     ctx = ci.prepare_context(serving_dir=serving, model_dir=tmp_path / "download", dest=tmp_path / "ctx",
-                             identity={"name": "m", "version": "4"})
+                             labels=labels)
     files = sorted(p.relative_to(ctx).as_posix() for p in ctx.rglob("*") if p.is_file())
     assert files == ["Dockerfile", "model/MODEL_CARD.md", "model/feature_importance.png", "model/identity.json",
                      "model/metrics.json", "model/model.joblib", "score.py"]
     assert json.loads((ctx / "model" / "identity.json").read_text()) == {"name": "m", "version": "4"}
+    # The labels: one instruction appended to the context's copy of the Dockerfile (the serving one unchanged).
+    assert (ctx / "Dockerfile").read_text() == f"FROM x\n\n{identity.label_instruction(labels)}\n"
+    assert (serving / "Dockerfile").read_text() == "FROM x\n"
     assert all(p.stat().st_mode & 0o444 == 0o444 for p in ctx.rglob("*"))
 
 
@@ -224,7 +236,7 @@ def test_model_folder_errors(tmp_path):
     with pytest.raises(ContainerImageError, match="exactly one model.joblib, found 2"):
         ci.resolve_model_dir(tmp_path)
     with pytest.raises(ContainerImageError, match="expected a Dockerfile"):
-        ci.prepare_context(serving_dir=tmp_path, model_dir=tmp_path / "a", dest=tmp_path / "ctx", identity={})
+        ci.prepare_context(serving_dir=tmp_path, model_dir=tmp_path / "a", dest=tmp_path / "ctx", labels={})
 
 
 def test_image_url():

@@ -1191,17 +1191,15 @@ class FakeDocker:
         return sorted(ref for ref in self.refs if ref.startswith(REPO_REF))
 
     # -- low-level API ------------------------------------------------------------------------------
-    def build(self, *, path: str, tag: str, buildargs: dict[str, str] | None = None,
-              labels: dict[str, str] | None = None, nocache: bool = False, decode: bool = False, **options: Any):
+    def build(self, *, path: str, tag: str, buildargs: dict[str, str] | None = None, nocache: bool = False,
+              decode: bool = False, **options: Any):
         assert decode, "the hook reads decoded build items"
         context = Path(path)
         files = {p.relative_to(context).as_posix(): p.read_bytes() for p in sorted(context.rglob("*")) if p.is_file()}
-        self.builds.append({"tag": tag, "buildargs": dict(buildargs or {}), "labels": dict(labels or {}),
-                            "files": sorted(files), "options": options})
-        return self._build_stream(files, tag, dict(buildargs or {}), dict(labels or {}), nocache)
+        self.builds.append({"tag": tag, "buildargs": dict(buildargs or {}), "files": sorted(files), "options": options})
+        return self._build_stream(files, tag, dict(buildargs or {}), nocache)
 
-    def _build_stream(self, files: dict[str, bytes], tag: str, buildargs: dict[str, str],
-                      request_labels: dict[str, str], nocache: bool):
+    def _build_stream(self, files: dict[str, bytes], tag: str, buildargs: dict[str, str], nocache: bool):
         def error(message: str) -> dict[str, Any]:
             return {"errorDetail": {"message": message}, "error": message}
 
@@ -1209,10 +1207,8 @@ class FakeDocker:
             yield error("Cannot locate specified Dockerfile: Dockerfile")
             return
         instructions = dockerfile_instructions(files["Dockerfile"].decode())
-        if request_labels:  # dockerd's classic builder adds the request's labels as one last LABEL step
-            instructions.append(("LABEL", " ".join(shlex.quote(f"{k}={v}") for k, v in request_labels.items())))
         digest_input = json.dumps([sorted((k, hashlib.sha256(v).hexdigest()) for k, v in files.items()),
-                                   sorted(buildargs.items()), sorted(request_labels.items())])
+                                   sorted(buildargs.items())])
         image_id = "sha256:" + hashlib.sha256(digest_input.encode()).hexdigest()
         cached = image_id in self.images and not nocache
         args: dict[str, str] = {}
@@ -1454,7 +1450,6 @@ def test_new_model_is_built_once_with_identity_labels_and_both_tags(images, tmp_
     build = d.builds[0]
     assert build["tag"] == f"{REPO_REF}:{TAGS[0]}" and build["buildargs"]["BASE_IMAGE"] == BASE_IMAGE
     assert {"Dockerfile", "model/model.joblib", "model/metrics.json", "model/identity.json"} <= set(build["files"])
-    assert build["labels"] == labels
     assert not [f for f in build["files"] if f.endswith("train.csv")]  # only model files reach the image
     assert len(result["build"]["steps"]) >= 5 and result["build"]["cached_steps"] == []
     # Smoke-tested in a container that is gone afterwards; nothing pushed yet.

@@ -45,7 +45,7 @@ from edge_training.exceptions import (
 
 from edge_training.hooks.docker_ssh import docker_client_kwargs, pinned_ssh_client
 from edge_training.hooks.docker_streams import BuildReport, is_auth_error, parse_build_stream, parse_push_stream
-from edge_training.hooks.image_identity import LABEL_PREFIX, label_differences
+from edge_training.hooks.image_identity import LABEL_PREFIX, label_differences, label_instruction, model_identity
 from edge_training.hooks.registry_client import RegistryClient
 from edge_training.hooks.smoke_test import check_predictions, free_port, smoke_probe_source
 
@@ -85,13 +85,15 @@ def resolve_model_dir(model_dir: Path) -> Path:
     )
 
 
-def prepare_context(*, serving_dir: Path, model_dir: Path, dest: Path, identity: dict[str, str]) -> Path:
+def prepare_context(*, serving_dir: Path, model_dir: Path, dest: Path, labels: dict[str, str]) -> Path:
     """Assemble a build context: the serving folder (Dockerfile, app) plus ``model/`` with the model files.
 
     Only MODEL_FILES are copied from the model folder, so nothing else from a job output (logs, a
-    stray data file) can reach the image. ``identity`` (``image_identity.model_identity``: the model's
-    name and version) goes beside them as IDENTITY_FILE, which the scoring app reports on /health: in
-    the model's own layer, so it costs a rebuild no extra step.
+    stray data file) can reach the image. The model's name and version go beside them as IDENTITY_FILE,
+    which the scoring app reports on /health, and ``labels`` (``image_identity.image_labels``) become one
+    LABEL instruction at the end of the context's Dockerfile. A rebuild with a new model then runs two
+    steps after the cache: the model's layer (with its identity) and the labels. Build args would cost
+    an ARG step as well, and the builder's own ``labels`` option one step per label.
     """
     if not (serving_dir / "Dockerfile").is_file():
         raise ContainerImageError(f"serving folder {serving_dir}: expected a Dockerfile, found none")
@@ -110,7 +112,9 @@ def prepare_context(*, serving_dir: Path, model_dir: Path, dest: Path, identity:
         source = model_dir / name
         if source.is_file():
             shutil.copyfile(source, dest / "model" / name)
-    (dest / "model" / IDENTITY_FILE).write_text(json.dumps(identity, sort_keys=True) + "\n")
+    (dest / "model" / IDENTITY_FILE).write_text(json.dumps(model_identity(labels), sort_keys=True) + "\n")
+    dockerfile = dest / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().rstrip("\n") + "\n\n" + label_instruction(labels) + "\n")
     for path in dest.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return dest
@@ -283,18 +287,16 @@ class ContainerImageHook(BaseHook):
 
     # ---- build ----
 
-    def build(self, *, context_dir: Path, image: str, base_image: str, labels: dict[str, str],
-              nocache: bool = False) -> BuildReport:
-        """Build ``context_dir`` as ``image`` from ``base_image`` (classic builder, so cache use is visible
-        per step). ``labels`` (``image_identity.image_labels``) go with the request: one last step."""
+    def build(self, *, context_dir: Path, image: str, base_image: str, nocache: bool = False) -> BuildReport:
+        """Build ``context_dir`` (``prepare_context``) as ``image`` from ``base_image`` (classic builder, so
+        cache use is visible per step)."""
         import docker
 
         started = time.monotonic()
         self.log.info("Building %s on %s (network_mode=%s)", image, self.docker_connection.host, self.network_mode)
         try:
             stream = self.docker_client.api.build(
-                path=str(context_dir), tag=image, buildargs={"BASE_IMAGE": base_image}, labels=labels,
-                network_mode=self.network_mode,
+                path=str(context_dir), tag=image, buildargs={"BASE_IMAGE": base_image}, network_mode=self.network_mode,
                 rm=True, forcerm=True, pull=False, nocache=nocache, decode=True,
             )
             report = parse_build_stream(self._log_stream(stream), image=image)

@@ -77,11 +77,7 @@ def model_labels(*, model_name: str, model_version: str, data_fingerprint: str, 
 
 
 def image_labels(labels: dict[str, str], *, base_image: str, source: str = "") -> dict[str, str]:
-    """Every label of a model image: the model's own (``model_labels``) and the OCI annotations.
-
-    They go with the build request, not in the Dockerfile: the builder adds them in one step after the
-    model's layer, where a Dockerfile would need an ARG step for their values as well.
-    """
+    """Every label of a model image: the model's own (``model_labels``) and the OCI annotations."""
     p = LABEL_PREFIX
     name, version = labels[f"{p}model.name"], labels[f"{p}model.version"]
     return {
@@ -94,6 +90,20 @@ def image_labels(labels: dict[str, str], *, base_image: str, source: str = "") -
         "org.opencontainers.image.description": f"Scoring service for model {name} version {version}",
         **labels,
     }
+
+
+def label_instruction(labels: dict[str, str]) -> str:
+    """One Dockerfile LABEL instruction setting every label, values literal (quoted, ``$`` not expanded).
+
+    A label must be one line: a line break would end the instruction, so it is refused.
+    """
+    def quoted(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+
+    for key, value in labels.items():
+        if any(c in f"{key}{value}" for c in "\r\n"):
+            raise ContainerImageError(f"image label {key!r}: expected one line, found a line break in {value!r}")
+    return "LABEL " + " ".join(f"{quoted(k)}={quoted(str(v))}" for k, v in sorted(labels.items()))
 
 
 def model_identity(labels: dict[str, str]) -> dict[str, str]:

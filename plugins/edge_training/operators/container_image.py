@@ -26,7 +26,6 @@ from edge_training.hooks.image_identity import (
     LABEL_PREFIX,
     image_labels,
     image_tags,
-    model_identity,
     model_labels,
     repository_name,
 )
@@ -198,11 +197,11 @@ class ModelImageBuildOperator(BaseOperator):
 
         local = f"{repository_ref}:{tags[0]}"
         with tempfile.TemporaryDirectory(prefix="model-image-") as tmp:
-            context_dir = prepare_context(serving_dir=serving_dir, model_dir=self._model_folder(Path(tmp)),
-                                          dest=Path(tmp) / "context", identity=model_identity(labels))
-            report = hook.build(context_dir=context_dir, image=local, nocache=self.nocache,
-                                base_image=self.base_image,
-                                labels=image_labels(labels, base_image=self.base_image, source=self.source))
+            context_dir = prepare_context(
+                serving_dir=serving_dir, model_dir=self._model_folder(Path(tmp)), dest=Path(tmp) / "context",
+                labels=image_labels(labels, base_image=self.base_image, source=self.source),
+            )
+            report = hook.build(context_dir=context_dir, image=local, base_image=self.base_image, nocache=self.nocache)
         for tag in tags[1:]:
             hook.tag(report.image_id, repository_ref, tag)
         try:
