@@ -21,11 +21,11 @@ class PollPolicy:
     (a fraction) taken off each interval below the cap, so many jobs started together spread
     out. Each interval below the cap is about ``initial_s`` plus ``factor - 1`` times the wait so far,
     so a job that ends ``t`` seconds into the wait is noticed within ``2 + 0.4 t`` seconds by default
-    (jitter included): a short job is not left waiting for a long interval. At the cap the interval is exactly ``max_s``:
-    the phases are already spread, and a fixed 15 s keeps both promises at once (at most 4 status
-    calls a minute on a long job, and a finished job noticed within 15 s). Errors back off
-    separately, from ``error_initial_s`` doubling to ``error_max_s`` with half jitter, and never
-    sooner than a server's Retry-After.
+    (jitter included): a short job is not left waiting for a long interval. At the cap the interval
+    is exactly ``max_s``: the phases are already spread, and a fixed 15 s keeps both promises at once
+    (at most 4 status calls a minute on a long job, and a finished job noticed within 15 s). Errors
+    back off separately, from ``error_initial_s`` doubling to ``error_max_s`` with half jitter, and
+    never sooner than a server's Retry-After.
 
     A running job's log is read at a poll only when it is due (``log_wait``): at once while it grows,
     and after each read that found nothing new twice as long as before, from ``initial_s`` up to
