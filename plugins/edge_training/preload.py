@@ -10,13 +10,15 @@ ML. Airflow 3.3 can start the executor's workers from a forkserver that imports 
     mp_forkserver_preload = edge_training.preload
 
 Workers, and the task processes they fork, then inherit these modules instead of importing them. Importing
-is all this module does: no client, socket, thread or cloud registration is made here, so nothing a fork
-cannot share is inherited (azure-ai-ml registers the cloud of the connection when a hook builds its
+(then freezing what was imported, see the end) is all this module does: no client, socket, thread or cloud
+registration is made here, so nothing a fork cannot share is inherited (azure-ai-ml registers the cloud of the connection when a hook builds its
 client, in the task's own process). multiprocessing skips a preload module that fails to import without a
 word, so a test imports this one in a fresh process.
 """
 
 from __future__ import annotations
+
+import gc
 
 # Airflow's task runner: what the forked task process runs first.
 import airflow.sdk.execution_time.task_runner  # noqa: F401
@@ -39,3 +41,8 @@ import edge_training.operators.edge_vm  # noqa: F401
 import edge_training.operators.gate  # noqa: F401
 import edge_training.operators.stackhub_blob  # noqa: F401
 import edge_training.notifications.alerts  # noqa: F401
+
+# Last: everything imported above goes to the collector's permanent generation, as Airflow does before it
+# forks workers itself. Each forked task process's collections then skip these objects: they neither spend
+# time on them (most of a second per task) nor write to, and so copy, the pages shared with the forkserver.
+gc.freeze()
