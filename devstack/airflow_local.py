@@ -123,10 +123,6 @@ class LocalAirflow:
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "AIRFLOW__CORE__PARALLELISM": "8",
-            # The executor's workers come from a forkserver that has imported what every task process needs
-            # (plugins/edge_training/preload.py): a task no longer spends seconds importing azure-ai-ml.
-            "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
-            "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": "edge_training.preload",
             "NO_PROXY": "*",
         }
         if self.sql_alchemy_conn:

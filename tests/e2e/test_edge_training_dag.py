@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -112,37 +111,6 @@ def test_one_partition_trains_registers_and_ships_an_image(airflow, ml_client, r
     assert job.name in log and "train.py" in log, log[-3000:]
     links = airflow.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/submit_training/links")
     assert any(job.name in (url or "") for url in links["extra_links"].values()), links
-
-
-def process_table() -> dict[int, tuple[int, str]]:
-    """Every process on this machine: pid -> (parent pid, command line as the process shows it)."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        table[int(entry.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmdline)
-    return table
-
-
-def test_the_runs_tasks_ran_in_executor_workers_forked_from_the_preloading_forkserver(airflow, one_partition_run):
-    """The scheduler starts the LocalExecutor's workers from a forkserver that imported edge_training.preload
-    (the SDKs, the task runner), so each task process forked by a worker inherits them instead of importing
-    them (tests/unit/test_task_preload.py checks the module; bench/overhead.py what it saves)."""
-    scheduler = airflow.ctx.running_pid(airflow._pid_name("scheduler"))
-    table = process_table()
-    forkservers = [pid for pid, (ppid, cmd) in table.items()
-                   if ppid == scheduler and "multiprocessing.forkserver" in cmd]
-    assert len(forkservers) == 1, {pid: cmd for pid, (ppid, cmd) in table.items() if ppid == scheduler}
-    assert "'edge_training.preload'" in table[forkservers[0]][1], table[forkservers[0]][1]
-    workers = {pid: ppid for pid, (ppid, cmd) in table.items()
-               if ppid in (scheduler, *forkservers) and cmd.startswith("airflow worker -- LocalExecutor")}
-    assert workers, "no LocalExecutor worker of this scheduler is running after the run"
-    assert set(workers.values()) == set(forkservers), workers
 
 
 def test_a_three_day_window_trains_once_with_one_job_that_reads_the_three_days(airflow, ml_client, registry,

@@ -100,10 +100,7 @@ _IMPORT_PROBE = textwrap.dedent(
              "azure.ai.ml._utils._experimental", "azure.storage.blob")
     before = snapshot()
     import edge_training
-    # (edge_training.preload imports the SDKs on purpose, for the scheduler's forkserver; azure-ai-ml sets
-    # its own loggers' levels when imported, as it does when a hook imports it in a task.)
-    modules = [m.name for m in pkgutil.walk_packages(edge_training.__path__, "edge_training.")
-               if m.name != "edge_training.preload"]
+    modules = [m.name for m in pkgutil.walk_packages(edge_training.__path__, "edge_training.")]
     for name in modules:
         importlib.import_module(name)
     after = snapshot()
