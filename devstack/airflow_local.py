@@ -38,7 +38,8 @@ class LocalAirflow:
 
     name: str = "airflow"
     port: int = API_PORT
-    executor: str = "LocalExecutor"
+    #: The LocalExecutor, with the SDKs imported before its workers fork (edge_training/executors/).
+    executor: str = "edge_training.executors.PreloadingLocalExecutor"
     sql_alchemy_conn: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     workers: int = 0

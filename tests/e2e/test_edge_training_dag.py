@@ -113,6 +113,16 @@ def test_one_partition_trains_registers_and_ships_an_image(airflow, ml_client, r
     assert any(job.name in (url or "") for url in links["extra_links"].values()), links
 
 
+def test_the_scheduler_imported_the_task_modules_before_its_workers_started(airflow, one_partition_run):
+    """The tests' Airflow runs edge_training.executors.PreloadingLocalExecutor (as the demo's does): its start
+    imports the SDKs in the scheduler before the LocalExecutor forks its workers, which the run's tasks then
+    inherit (tests/unit/test_preloading_executor.py checks the order inside start; bench/overhead.py the gain)."""
+    log = airflow.ctx.log_file(airflow._pid_name("scheduler")).read_text(errors="replace")
+    preloaded = log.rfind("modules for the task processes before forking the workers")  # the latest start
+    assert preloaded != -1, "the scheduler's log has no preload line: is the executor the preloading one?"
+    assert "Worker starting up" in log[preloaded:], "no LocalExecutor worker started after the preload"
+
+
 def test_a_three_day_window_trains_once_with_one_job_that_reads_the_three_days(airflow, ml_client, registry,
                                                                              window_run):
     run_id, rows = window_run

@@ -1,0 +1,59 @@
+"""A LocalExecutor that imports, once in the scheduler, what every task process would import again.
+
+The LocalExecutor forks its workers from the scheduler when it starts, and each worker forks a process per
+task. The scheduler never imports the task runner or the Azure SDKs, so each task process imported them
+itself: azure-ai-ml alone takes seconds, paid again by each of the five tasks that call Azure ML (the
+``overhead`` benchmark's profile). This executor imports them in ``start()``, just before the workers are
+forked, so workers and task processes inherit them. Airflow freezes the collector around that fork, so a
+task's collections do not walk (or copy) the inherited objects.
+
+It stays a fork: Airflow 3.3's other route (``mp_start_method = forkserver`` with
+``mp_forkserver_preload``) was measured slower once tasks run side by side (bench/triggerer.py with 100
+jobs deferred them in about 114 s against 46 s with fork). Only importing happens here: no client,
+socket, thread or cloud registration, so nothing a fork cannot share is inherited (azure-ai-ml registers
+the connection's cloud when a hook builds its client, in the task's own process).
+
+Configure it as ``[core] executor = edge_training.executors.PreloadingLocalExecutor``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from airflow.executors.local_executor import LocalExecutor
+
+#: What a task process would otherwise import on its own start (the slow ones first).
+PRELOAD_MODULES = (
+    "azure.ai.ml",
+    "azure.ai.ml._artifacts._artifact_utilities",
+    "airflow.sdk.execution_time.task_runner",
+    "azure.identity",
+    "azure.storage.blob",
+    "docker",
+    "paramiko",
+    "airflow.providers.ssh.hooks.ssh",
+    "airflow.providers.microsoft.azure.hooks.container_registry",
+    # What the DAG files import when a task process parses them.
+    "edge_training.operators.azureml",
+    "edge_training.operators.container_image",
+    "edge_training.operators.edge_deploy",
+    "edge_training.operators.edge_vm",
+    "edge_training.operators.gate",
+    "edge_training.operators.stackhub_blob",
+    "edge_training.notifications.alerts",
+)
+
+
+def preload() -> list[str]:
+    """Import PRELOAD_MODULES; returns their names (an import error fails the scheduler's start, loudly)."""
+    for name in PRELOAD_MODULES:
+        importlib.import_module(name)
+    return list(PRELOAD_MODULES)
+
+
+class PreloadingLocalExecutor(LocalExecutor):
+    """LocalExecutor whose workers, and the task processes they fork, start with PRELOAD_MODULES imported."""
+
+    def start(self) -> None:
+        self.log.info("Importing %d modules for the task processes before forking the workers", len(preload()))
+        super().start()
