@@ -19,13 +19,15 @@ class PollPolicy:
 
     Healthy polling ramps from ``initial_s`` by ``factor`` up to ``max_s`` with up to ``jitter``
     (a fraction) taken off each interval below the cap, so many jobs started together spread
-    out. Each interval below the cap is about ``initial_s`` plus ``factor - 1`` times the wait so far,
-    so a job that ends ``t`` seconds into the wait is noticed within ``2 + 0.4 t`` seconds by default
-    (jitter included): a short job is not left waiting for a long interval. At the cap the interval
-    is exactly ``max_s``: the phases are already spread, and a fixed 15 s keeps both promises at once
-    (at most 4 status calls a minute on a long job, and a finished job noticed within 15 s). Errors
-    back off separately, from ``error_initial_s`` doubling to ``error_max_s`` with half jitter, and
-    never sooner than a server's Retry-After.
+    out. At the cap the interval is exactly ``max_s``: the phases are already spread, and a fixed
+    15 s keeps both promises at once (at most 4 status calls a minute on a long job, and a finished
+    job noticed within 15 s). Errors back off separately, from ``error_initial_s`` doubling to
+    ``error_max_s`` with half jitter, and never sooner than a server's Retry-After.
+
+    The first look waits ``initial_s`` (5 s): a trigger that fires within a few seconds of the
+    deferral can beat the scheduler to the deferred task, and Airflow 3.3.2 then marks the task
+    UP_FOR_RETRY ("finished with state success, but the task instance's state attribute is queued"),
+    which costs a retry delay. A 2 s first look did exactly that in bench/overhead.py.
 
     A running job's log is read at a poll only when it is due (``log_wait``): at once while it grows,
     and after each read that found nothing new twice as long as before, from ``initial_s`` up to
@@ -34,8 +36,8 @@ class PollPolicy:
     plus one poll, and every line at the job's end.
     """
 
-    initial_s: float = 2.0
-    factor: float = 1.3
+    initial_s: float = 5.0
+    factor: float = 1.5
     max_s: float = 15.0
     jitter: float = 0.2
     error_initial_s: float = 2.0
