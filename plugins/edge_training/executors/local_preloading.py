@@ -8,8 +8,8 @@ forked, so workers and task processes inherit them. Airflow freezes the collecto
 task's collections do not walk (or copy) the inherited objects.
 
 It stays a fork: Airflow 3.3's other route (``mp_start_method = forkserver`` with
-``mp_forkserver_preload``) was measured slower once tasks run side by side (bench/triggerer.py with 100
-jobs deferred them in about 114 s against 46 s with fork). Only importing happens here: no client,
+``mp_forkserver_preload``) made each task cost more CPU, and tasks running side by side deferred much more
+slowly in bench/triggerer.py (see the commit that dropped it). Only importing happens here: no client,
 socket, thread or cloud registration, so nothing a fork cannot share is inherited (azure-ai-ml registers
 the connection's cloud when a hook builds its client, in the task's own process).
 
