@@ -319,6 +319,29 @@ def test_twenty_thousand_blob_partition(big_partition):
     assert len(manifest["schema"]["checked_files"]) == 20  # a sample, not 20,000 header reads
 
 
+def test_the_hooks_listing_reads_what_the_sdk_lists(container):
+    """The hook reads List Blobs pages itself (stackhub_listing); on Azurite each entry must match the
+    SDK's BlobProperties: names the URL and XML must escape, a blob staged in blocks (no Content-MD5),
+    and several pages."""
+    from azure.storage.blob import BlobBlock
+
+    prefix = "tests/stackhub/listing/n=3 & more/date=2026-11-12/"
+    names = ["part-00000.csv", "part-0001 é ü.csv", "part-0002&<x>.csv", "part-0003=+%.csv", "_SUCCESS"]
+    write_partition(container, prefix, {name: csv_body(2, seed=i) for i, name in enumerate(names)})
+    blocks = container.get_blob_client(prefix + "part-0004-blocks.csv")
+    blocks.stage_block("b1", csv_body(1))
+    blocks.commit_block_list([BlobBlock("b1")])
+
+    def field(blob):
+        md5 = blob.content_settings.content_md5
+        return (blob.name, blob.size, bytes(md5) if md5 else None, blob.etag)
+
+    sdk = [field(b) for b in container.list_blobs(name_starts_with=prefix)]
+    hook = StackHubBlobHook(results_per_page=2)
+    assert [tuple(entry) for entry in hook.iter_listing("training", prefix)] == sdk
+    assert len(sdk) == 6 and sdk[-1][2] is None  # the block-list blob has no Content-MD5, only its ETag
+
+
 def test_dag_shaped_call_with_rendered_prefix(container):
     """How the DAG calls it: the prefix is already rendered (no partition_key), wasb_conn_id alias."""
     prefix = "tests/stackhub/dagshape/date=2026-11-11/"

@@ -574,10 +574,44 @@ class FakeContainerClient:
 
     def __init__(self, storage: FakeBlobStorage, service) -> None:
         self.storage = storage
+        self.service_url = service.url.rstrip("/")
         self.host = urlsplit(service.url).hostname
         self.key = service.credential.account_key
         self.api_version = service.api_version
         self.container_name = ""
+        # The generated client, whose _send_request the hook's listing (stackhub_listing) sends List Blobs to.
+        self._client = SimpleNamespace(_send_request=self.send_list_blobs)
+
+    @property
+    def url(self) -> str:
+        return f"{self.service_url}/{self.container_name}"
+
+    def send_list_blobs(self, request):
+        """One List Blobs page as the service answers it: XML, ``maxresults`` entries after ``marker``."""
+        import xml.etree.ElementTree as ET
+        from urllib.parse import parse_qs
+
+        query = {k: v[0] for k, v in parse_qs(urlsplit(request.url).query, keep_blank_values=True).items()}
+        assert (query["restype"], query["comp"]) == ("container", "list"), request.url
+        assert request.headers["x-ms-version"] == self.api_version
+        prefix = query.get("prefix", "")
+        self.request("list_blobs", prefix)
+        names = sorted(n for n in self.blobs if n.startswith(prefix) and n > query.get("marker", ""))
+        page, rest = names[: int(query["maxresults"])], names[int(query["maxresults"]):]
+        root = ET.Element("EnumerationResults", ContainerName=self.container_name)
+        ET.SubElement(root, "Prefix").text = prefix
+        listed = ET.SubElement(root, "Blobs")
+        for name in page:
+            blob = self.blobs[name]
+            entry = ET.SubElement(listed, "Blob")
+            ET.SubElement(entry, "Name").text = name
+            props = ET.SubElement(entry, "Properties")
+            ET.SubElement(props, "Etag").text = blob.etag.strip('"')
+            ET.SubElement(props, "Content-Length").text = str(len(blob.data))
+            if blob.content_md5:
+                ET.SubElement(props, "Content-MD5").text = base64.b64encode(blob.content_md5).decode()
+        ET.SubElement(root, "NextMarker").text = page[-1] if rest else None
+        return SimpleNamespace(status_code=200, reason="OK", headers={}, content=ET.tostring(root, xml_declaration=True))
 
     def staged(self) -> dict[str, dict[str, bytes]]:
         """Uncommitted blocks per blob: the account's, shared by every client of the container."""
@@ -728,6 +762,26 @@ def test_complete_partition_is_summarised_fingerprinted_and_manifested(storage):
     reads = [r for r in storage.requests if r[0] == "download_blob"]
     assert sorted(r[2] for r in reads) == [PREFIX + p for p in PARTS]
     assert all(r[3:] == (0, 1024) for r in reads)
+
+
+def test_a_listing_over_many_pages_follows_the_markers_to_the_same_scan(storage):
+    from edge_training.hooks.stackhub_blob import StackHubBlobHook
+
+    write_partition(storage)
+
+    def scan(per_page: int):
+        storage.requests.clear()
+        hook = StackHubBlobHook(stackhub_conn_id="fake_stackhub", results_per_page=per_page)
+        result = hook.scan_partition(container=CONTAINER, prefix=PREFIX)
+        result.spool.seek(0)
+        listed = [r for r in storage.requests if r[0] == "list_blobs"]
+        return (result.fingerprint, result.file_count, result.marker_present, result.ignored_count,
+                result.spool.read()), len(listed)
+
+    one_page, pages_of_one = scan(5000), scan(2)
+    # 5 blobs (3 parts, a log, the marker): three pages of 2, each asked with the marker of the last.
+    assert pages_of_one == (one_page[0], 3) and one_page[1] == 1
+    assert one_page[0][1:4] == (3, True, 1)
 
 
 def window_prefix(day: str) -> str:

@@ -220,3 +220,101 @@ def test_operator_maps_the_run_key_and_refuses_a_missing_one():
         op("None").partition_spec()
     with pytest.raises(StackHubError, match="disagree"):
         StackHubPartitionOperator(task_id="v", prefix="p/", stackhub_conn_id="a", wasb_conn_id="b")
+
+
+# --- List Blobs pages (stackhub_listing) -----------------------------------------------------------
+
+LISTING_PAGE = (
+    b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><EnumerationResults ContainerName="training">'
+    b"<Prefix>t/date=2026-11-10/</Prefix><Blobs>"
+    b"<Blob><Name>t/date=2026-11-10/part-0 &amp; &lt;1&gt;.csv</Name><Properties><Etag>0x8D1</Etag>"
+    b"<Content-Length>120</Content-Length><Content-MD5>1B2M2Y8AsgTpgAmY7PhCfg==</Content-MD5></Properties></Blob>"
+    b'<Blob><Name Encoded="true">t/date=2026-11-10/part-%EF%BF%BE.csv</Name><Properties><Etag>0x8D2</Etag>'
+    b"<Content-Length>0</Content-Length><Content-MD5 /></Properties></Blob>"
+    b"</Blobs><NextMarker>2!64!t/date=2026-11-10/part-&amp;</NextMarker></EnumerationResults>"
+)
+
+
+def test_a_listing_page_gives_name_size_md5_and_etag_of_each_blob_in_order():
+    from edge_training.hooks.stackhub_listing import BlobEntry, next_marker, parse_page
+
+    assert list(parse_page(LISTING_PAGE)) == [
+        BlobEntry("t/date=2026-11-10/part-0 & <1>.csv", 120, hashlib.md5(b"").digest(), "0x8D1"),
+        BlobEntry("t/date=2026-11-10/part-\ufffe.csv", 0, None, "0x8D2"),
+    ]
+    # The marker is read from the page's end, unescaped as a parser would, and sent back as found.
+    assert next_marker(LISTING_PAGE) == "2!64!t/date=2026-11-10/part-&"
+    assert next_marker(LISTING_PAGE.replace(b"<NextMarker>2!64!t/date=2026-11-10/part-&amp;</NextMarker>",
+                                            b"<NextMarker />")) is None
+    assert next_marker(LISTING_PAGE.replace(b"2!64!t/date=2026-11-10/part-&amp;", b"")) is None
+
+
+def test_a_page_parsed_in_chunks_gives_the_same_entries(monkeypatch):
+    from edge_training.hooks import stackhub_listing
+
+    whole = list(stackhub_listing.parse_page(LISTING_PAGE))
+    monkeypatch.setattr(stackhub_listing, "PARSE_CHUNK_BYTES", 7)
+    assert list(stackhub_listing.parse_page(LISTING_PAGE)) == whole
+
+
+def test_a_bad_listing_page_is_named():
+    from edge_training.hooks.stackhub_listing import next_marker, parse_page
+
+    with pytest.raises(StackHubError, match=r"blob 't/date=2026-11-10/part-0 & <1>.csv': Content-MD5 '\*\*' "
+                                            r"is not base64"):
+        list(parse_page(LISTING_PAGE.replace(b"1B2M2Y8AsgTpgAmY7PhCfg==", b"**")))
+    with pytest.raises(StackHubError, match="without <Name> or <Properties>"):
+        list(parse_page(b"<EnumerationResults><Blobs><Blob><Name>x</Name></Blob></Blobs></EnumerationResults>"))
+    with pytest.raises(StackHubError, match="<NextMarker> is not closed"):
+        next_marker(b"<EnumerationResults><NextMarker>abc")
+
+
+def test_listing_urls_encode_every_reserved_character_of_prefix_and_marker():
+    from edge_training.hooks.stackhub_listing import listing_url
+
+    url = listing_url("https://acct.blob.x:1/training", "t/n=2 000/&", 5000, "m/=&")
+    assert url == ("https://acct.blob.x:1/training?restype=container&comp=list&prefix=t%2Fn%3D2%20000%2F%26"
+                   "&maxresults=5000&marker=m%2F%3D%26")
+    assert "marker" not in listing_url("https://a/c", "p/", 10, None)
+    with pytest.raises(ValueError, match="page_size: expected 1 to 5000 entries per page, found 5001"):
+        listing_url("https://a/c", "p/", 5001, None)
+
+
+@pytest.mark.parametrize(("status", "error_name"), [(404, "ResourceNotFoundError"),
+                                                    (403, "ClientAuthenticationError"),
+                                                    (500, "HttpResponseError")])
+def test_a_failed_listing_raises_what_the_sdk_raises_with_the_service_error_code(status, error_name):
+    from types import SimpleNamespace
+
+    from edge_training.hooks.stackhub_listing import iter_blob_entries
+
+    response = SimpleNamespace(status_code=status, reason="Nope", headers={"x-ms-error-code": "ContainerNotFound"},
+                               content=b"", text=lambda: "", request=None)
+    client = SimpleNamespace(url="https://a/c", api_version="2019-07-07",
+                             _client=SimpleNamespace(_send_request=lambda request: response))
+    with pytest.raises(Exception) as raised:
+        list(iter_blob_entries(client, "p/", 10))
+    assert type(raised.value).__name__ == error_name
+    assert raised.value.error_code == "ContainerNotFound"
+    assert raised.value.status_code == status
+
+
+def test_the_fingerprint_format_is_unchanged():
+    """v1 fingerprints are stored in manifests and job tags: a faster encoding must give the same digest."""
+    entries = [('a "quoted" é/part-0.csv', 12, hashlib.md5(b"x").digest(), '"0x1"'),
+               ("b\\back\nline.csv", 0, None, '"0x8D2"'),
+               ("c.csv", 7, bytearray(hashlib.md5(b"y").digest()), None)]
+    assert fingerprint_entries(entries) == ("7f6b19f96462a770be798f724eb66544a5c114bd1cc3d8f45160f68e674148d6", 3, 19)
+
+
+@pytest.mark.parametrize(("name", "size", "md5", "etag"), [
+    ('part "0" é\\\n.csv', 12, hashlib.md5(b"x").digest(), '"0x8D1"'),
+    ("part-1.csv", 0, None, "0x8D2"),
+    ("part-2.csv", 3, bytearray(b"\x00" * 16), None),
+])
+def test_a_manifest_entry_is_the_json_of_its_fields(name, size, md5, etag):
+    from edge_training.hooks.stackhub_blob import manifest_entry
+
+    expected = {"name": name, "size": size, "content_md5": base64.b64encode(bytes(md5)).decode() if md5 else None,
+                "etag": (etag or "").strip('"')}
+    assert manifest_entry(name, size, md5, etag) == json.dumps(expected, separators=(",", ":"))

@@ -46,7 +46,8 @@ from edge_training.exceptions import (
     StackHubError,
 )
 from edge_training.hooks.azure_logging import client_logging_kwargs
-from edge_training.hooks.stackhub_fingerprint import FINGERPRINT_VERSION, Fingerprint
+from edge_training.hooks.stackhub_fingerprint import FINGERPRINT_VERSION, Fingerprint, json_string
+from edge_training.hooks.stackhub_listing import MAX_PAGE_SIZE, BlobEntry, iter_blob_entries
 from edge_training.hooks.stackhub_locality import check_locality
 from edge_training.partitions import date_in_prefix, validate_prefix
 from edge_training.partitions import partition_date as _partition_date
@@ -322,6 +323,14 @@ class PartitionScan:
         return found
 
 
+def manifest_entry(name: str, size: int, content_md5: bytes | None, etag: str | None) -> str:
+    """One file of the manifest's list: ``json.dumps({"name", "size", "content_md5", "etag"})`` with compact
+    separators, written out (the same text, without the encoder's set-up per entry of a large partition)."""
+    md5 = json_string(base64.b64encode(bytes(content_md5)).decode()) if content_md5 else "null"
+    return (f'{{"name":{json_string(name)},"size":{int(size)},"content_md5":{md5},'
+            f'"etag":{json_string((etag or "").strip(chr(34)))}}}')
+
+
 def _naming_refused_credentials(method):
     """Hook methods that talk to the account report a refused key as StackHubAuthError."""
 
@@ -353,7 +362,7 @@ class StackHubBlobHook(BaseHook):
         stackhub_conn_id: str = default_conn_name,
         stack_hub_domain: str | None = None,
         allow_public_endpoint: bool | None = None,
-        results_per_page: int = 1000,
+        results_per_page: int = MAX_PAGE_SIZE,
     ) -> None:
         super().__init__()
         self.stackhub_conn_id = stackhub_conn_id
@@ -458,10 +467,10 @@ class StackHubBlobHook(BaseHook):
             attempt += 1
 
     # -- one pass over the listing ------------------------------------------------------------
-    def iter_listing(self, container: str, prefix: str) -> Iterator[Any]:
-        """Blob properties under ``prefix``, page by page (the SDK follows continuation markers)."""
-        cc = self.container_client(container)
-        yield from cc.list_blobs(name_starts_with=prefix, results_per_page=self.results_per_page)
+    def iter_listing(self, container: str, prefix: str) -> Iterator[BlobEntry]:
+        """Name, size, Content-MD5 and ETag of each blob under ``prefix``, sorted by name, page by page
+        (read from the List Blobs pages directly: :mod:`.stackhub_listing` says why)."""
+        return iter_blob_entries(self.container_client(container), prefix, self.results_per_page)
 
     def scan_partition(
         self,
@@ -494,8 +503,7 @@ class StackHubBlobHook(BaseHook):
                 if not _is_data_file(rel, data_pattern):
                     scan.ignored_count += 1
                     continue
-                size = int(blob.size or 0)
-                md5 = blob.content_settings.content_md5 if blob.content_settings else None
+                size, md5 = blob.size, blob.content_md5
                 fp.add(rel, size, md5, blob.etag)
                 if size == 0:
                     scan.empty_file_count += 1
@@ -508,10 +516,7 @@ class StackHubBlobHook(BaseHook):
                 else:
                     sample.offer((blob.name, size))
                 if spool is not None:
-                    entry = {"name": rel, "size": size, "content_md5": None, "etag": (blob.etag or "").strip('"')}
-                    if md5:
-                        entry["content_md5"] = base64.b64encode(bytes(md5)).decode()
-                    spool.write(("," if spooled else "") + json.dumps(entry, separators=(",", ":")))
+                    spool.write(("," if spooled else "") + manifest_entry(rel, size, md5, blob.etag))
                     spooled += 1
         except BaseException:
             if spool is not None:
