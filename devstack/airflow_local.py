@@ -178,7 +178,8 @@ class LocalAirflow:
             "api-server": [airflow_bin, "api-server", "--port", str(self.port), "--host", "127.0.0.1"],
             "scheduler": [airflow_bin, "scheduler"],
             "dag-processor": [airflow_bin, "dag-processor"],
-            "triggerer": [airflow_bin, "triggerer"],
+            # `airflow triggerer`, with the triggers' modules imported before its runner is forked.
+            "triggerer": [str(REPO / ".venv" / "bin" / "python"), "-m", "edge_training.preloading_triggerer"],
         }
         for i in range(self.workers):
             commands[f"worker-{i}"] = [

@@ -123,6 +123,16 @@ def test_the_scheduler_imported_the_task_modules_before_its_workers_started(airf
     assert "Worker starting up" in log[preloaded:], "no LocalExecutor worker started after the preload"
 
 
+def test_the_triggerer_imported_the_trigger_modules_before_it_started(airflow, one_partition_run):
+    """The tests' triggerer runs as edge_training.preloading_triggerer (as the demo's does): the triggers'
+    modules are imported before Airflow's triggerer starts and forks its runner, which inherits them
+    (tests/unit/test_preloading_triggerer.py checks the order; bench/overhead.py's first round the gain)."""
+    log = airflow.ctx.log_file(airflow._pid_name("triggerer")).read_text(errors="replace")
+    preloaded = log.rfind("modules for the trigger runner before starting the triggerer")  # the latest start
+    assert preloaded != -1, "the triggerer's log has no preload line: is it started through the entry point?"
+    assert "Starting the triggerer" in log[preloaded:], "Airflow's triggerer did not start after the preload"
+
+
 def test_a_three_day_window_trains_once_with_one_job_that_reads_the_three_days(airflow, ml_client, registry,
                                                                              window_run):
     run_id, rows = window_run

@@ -19,6 +19,7 @@ Configure it as ``[core] executor = edge_training.executors.PreloadingLocalExecu
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 
 from airflow.executors.local_executor import LocalExecutor
 
@@ -44,11 +45,11 @@ PRELOAD_MODULES = (
 )
 
 
-def preload() -> list[str]:
-    """Import PRELOAD_MODULES; returns their names (an import error fails the scheduler's start, loudly)."""
-    for name in PRELOAD_MODULES:
+def preload(modules: Sequence[str] = PRELOAD_MODULES) -> list[str]:
+    """Import ``modules``; returns their names (an import error fails the component's start, loudly)."""
+    for name in modules:
         importlib.import_module(name)
-    return list(PRELOAD_MODULES)
+    return list(modules)
 
 
 class PreloadingLocalExecutor(LocalExecutor):
