@@ -8,13 +8,7 @@ tests' scheduler ran this start before its workers started; bench/overhead.py me
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.unit.fresh_interpreter import run_probe
 
 PROBE = """
 import json, sys
@@ -32,11 +26,7 @@ print(json.dumps({"before": before, **seen}))
 
 
 def test_start_imports_every_preload_module_before_the_workers_fork(tmp_path):
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'plugins'}", "AIRFLOW_HOME": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=300,
-                          cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    found = run_probe(PROBE, tmp_path)
     assert "azure.ai.ml" not in found["before"], found  # the probe would prove nothing otherwise
     assert found["fork"] is True, "the workers must be forked from the scheduler to inherit the modules"
     assert found["missing"] == [], f"imported only after the workers forked: {found['missing']}"

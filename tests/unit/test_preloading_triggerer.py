@@ -9,13 +9,7 @@ preload before it started; bench/overhead.py's first round measures what it save
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.unit.fresh_interpreter import run_probe
 
 PROBE = """
 import json, sys
@@ -35,11 +29,7 @@ preloading_triggerer.main(["--capacity", "7", "--skip-serve-logs"])
 
 
 def test_the_entry_point_imports_every_preload_module_before_the_triggerer_starts(tmp_path):
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'plugins'}", "AIRFLOW_HOME": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=300,
-                          cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    found = run_probe(PROBE, tmp_path)
     assert found["before"] == [], found  # the probe would prove nothing otherwise
     assert found["missing"] == [], f"not imported when the triggerer started: {found['missing']}"
     assert found["capacity"] == 7, "the command line must reach `airflow triggerer`"
