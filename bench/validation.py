@@ -5,8 +5,8 @@ On the devstack's Stack Hub (Azurite): partitions of N tiny data files are uploa
 peak RSS is its own) that runs ``StackHubPartitionOperator.execute`` as the DAG does: listing, sampled
 header reads, fingerprint, manifest upload. The floor it is compared with downloads every blob of the
 partition with the same hook's client (8 threads). Both clocks start after the imports a DAG task
-process starts with (its executor preloads them) and include the client's construction. Sizes alternate, ``--repeats``
-times each.
+process starts with (its executor preloads them) and include the client's construction. Sizes
+alternate, ``--repeats`` times each.
 
 Targets: peak RSS growth from 2,000 to 20,000 blobs <= 10 % (largest 20,000-blob peak over the smallest
 2,000-blob one); validating 20,000 blobs >= 20 x faster than downloading them (slowest validation against

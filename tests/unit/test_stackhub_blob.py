@@ -318,3 +318,30 @@ def test_a_manifest_entry_is_the_json_of_its_fields(name, size, md5, etag):
     expected = {"name": name, "size": size, "content_md5": base64.b64encode(bytes(md5)).decode() if md5 else None,
                 "etag": (etag or "").strip('"')}
     assert manifest_entry(name, size, md5, etag) == json.dumps(expected, separators=(",", ":"))
+
+
+def test_the_next_page_is_asked_for_while_the_current_one_is_read():
+    import threading
+    from types import SimpleNamespace
+
+    from edge_training.hooks.stackhub_listing import iter_blob_entries
+
+    second_asked = threading.Event()
+
+    def send(request):
+        if "marker=" in request.url:
+            second_asked.set()
+            page = LISTING_PAGE.replace(b"<NextMarker>2!64!t/date=2026-11-10/part-&amp;</NextMarker>", b"")
+            page = page.replace(b"part-0 ", b"part-9 ").replace(b"part-%EF", b"part-9%EF")
+        else:
+            page = LISTING_PAGE
+        return SimpleNamespace(status_code=200, headers={}, content=page)
+
+    client = SimpleNamespace(url="https://a/c", api_version="2019-07-07", _client=SimpleNamespace(_send_request=send))
+    entries = iter_blob_entries(client, "t/", 2)
+    first = next(entries)
+    # Still inside the first page, the second is already requested (with the first page's marker).
+    assert second_asked.wait(5), "the next page was not requested while the first was being read"
+    assert [first.name, *(e.name for e in entries)] == [
+        "t/date=2026-11-10/part-0 & <1>.csv", "t/date=2026-11-10/part-\ufffe.csv",
+        "t/date=2026-11-10/part-9 & <1>.csv", "t/date=2026-11-10/part-9\ufffe.csv"]

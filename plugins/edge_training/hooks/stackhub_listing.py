@@ -1,8 +1,8 @@
 """A partition's blob listing, read straight from the List Blobs pages.
 
 azure-storage-blob turns each listed blob into a ``BlobProperties`` through its generic XML
-deserializer, about half a millisecond of CPU per blob: most of the time of validating a
-20,000-blob partition (bench/validation.py's profile), far more than the service takes to answer.
+deserializer: most of the time of validating a 20,000-blob partition (bench/validation.py's
+profile), far more than the service takes to answer.
 Validation needs four fields of each entry, so :func:`iter_blob_entries` sends the same List Blobs
 request through the container client's own pipeline (same endpoint, shared-key signing, API
 version, retry and logging policies), reads those fields with ElementTree and drops each entry once
