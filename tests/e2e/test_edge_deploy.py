@@ -246,10 +246,17 @@ def answer_approval(airflow, run_id: str, choice: str, timeout: float = 300) -> 
         assert state not in ("success", "failed", "skipped"), f"approve ended {state} without asking"
         time.sleep(1)
     assert state == "awaiting_input", f"approve never asked (state {state})"
+    # The scheduler has taken in the parked workload's exit once it logs the task instance finished.
+    finished = f"TaskInstance Finished: dag_id={DEPLOY_DAG}, task_id=approve, run_id={run_id},"
+    scheduler_log = airflow.ctx.log_file(airflow._pid_name("scheduler"))
+    while finished not in scheduler_log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "the scheduler never logged the parked approve task"
+        time.sleep(1)
     # A person reads the request first. Answered within the scheduler's loop that sees the task park,
     # Airflow 3.3.2 takes the parked workload's exit for an external kill and retries the task, which then
     # asks again (seen here: "finished with state success, but the task instance's state attribute is
-    # queued", then UP_FOR_RETRY).
+    # queued", then UP_FOR_RETRY). Under load that loop came more than the reading time after the park,
+    # hence the wait for its log line above.
     time.sleep(APPROVAL_READING_SECONDS)
     airflow.api("PATCH", f"/dags/{DEPLOY_DAG}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
                 {"chosen_options": [choice]})
