@@ -16,13 +16,16 @@ Targets, each the worst case of the run:
 - the summed gaps between edge_training's tasks (a task's end -> the next one's start, from the task
   instances) <= 1.25 x those of the no-op chain, largest sum against the smallest;
 - parse time of dags/edge_training.py <= 1.5 x that of bench/dags/overhead_empty_chain.py (as many
-  EmptyOperators), each parsed by Airflow's DagBag in a fresh process after the Airflow modules the file
-  imports (as the dag-processor pre-imports them), slowest against fastest. This part needs no stack
-  (`--parse-only` runs it alone and writes nothing).
+  EmptyOperators), each parsed by Airflow's DagBag in a fresh process after what the stack's dag-processor
+  has imported before it forks a parse (the Airflow modules the file names, Airflow's own pre-import, and
+  edge_training.preloading's DAG_PROCESSOR_PRELOAD_MODULES), slowest against fastest. This part needs no
+  stack (`--parse-only` runs it alone and writes nothing).
 
 The details hold the profile of where the rest goes: each task's duration against the floor's step,
-the gaps per boundary, interpreter and Airflow task-runner start-up, what the DAG file imports while it is
-parsed, and per service the SDK import, client construction and first request (fresh processes).
+the gaps per boundary, interpreter and Airflow task-runner start-up, the parse without the package preload
+(as a plain `airflow dag-processor`) and what it imports then, the share of a profiled parse that is
+Airflow's own work on the DAG's Params, and per service the SDK import, client construction and first
+request (fresh processes).
 Writes bench/results/overhead.json.
 
     .venv/bin/python bench/overhead.py [--repeats 3] [--parse-repeats 5]
@@ -73,29 +76,56 @@ def rounded(value: float, digits: int = 3) -> float:
 
 # --- children (each runs in a fresh process) -----------------------------------------------------------
 
-def child_parse(path: str) -> dict:
-    """Parse one DAG file as the dag-processor does: its Airflow imports first, then DagBag on the file."""
+#: How a parse child prepares, as a dag-processor would: ``preloaded`` as the stack's (Airflow's pre-import of
+#: the file's Airflow modules, then edge_training.preloading's DAG_PROCESSOR_PRELOAD_MODULES), ``plain`` as
+#: `airflow dag-processor` (Airflow's pre-import only), ``profile`` preloaded and under cProfile.
+PARSE_MODES = ("preloaded", "plain", "profile")
+#: Airflow's own work on a DAG's Params during a parse: the DAG validates each Param's schema, and each
+#: operator gets a deep copy of the DAG's Params.
+PARAM_FUNCTIONS = {("dag.py", "_validate_params"), ("param.py", "__deepcopy__")}
+
+
+def child_parse(path: str, mode: str) -> dict:
+    """Parse one DAG file as a dag-processor's forked child does, after what its parent imported (``mode``)."""
+    import cProfile
     import importlib
+    import pstats
 
     from airflow.dag_processing.dagbag import DagBag
     from airflow.utils.file import iter_airflow_imports
 
     for module in iter_airflow_imports(path):  # the dag-processor's parsing_pre_import_modules
         importlib.import_module(module)
+    if mode != "plain":
+        from edge_training.preloading import DAG_PROCESSOR_PRELOAD_MODULES, preload
+
+        preload(DAG_PROCESSOR_PRELOAD_MODULES)
     before = set(sys.modules)
     print(MARK, file=sys.stderr, flush=True)
+    profiler = cProfile.Profile() if mode == "profile" else None
     started = time.perf_counter()
+    if profiler:
+        profiler.enable()
     bag = DagBag(dag_folder=path, safe_mode=False)
+    if profiler:
+        profiler.disable()
     wall = time.perf_counter() - started
     if bag.import_errors or not bag.dagbag_stats:
         raise SystemExit(f"parsing {path} failed: {bag.import_errors}")
     stat = bag.dagbag_stats[0]
     new = sorted(set(sys.modules) - before)
-    return {"file": Path(path).name, "parse_s": stat.duration.total_seconds(), "dagbag_wall_s": rounded(wall, 4),
-            "tasks": stat.task_num, "modules_imported": len(new),
-            "edge_training_modules": sum(1 for m in new if m.startswith("edge_training")),
-            "sdk_modules_imported": sorted({m.split(".")[0] for m in new
-                                            if m.startswith(("azure", "docker", "paramiko"))})}
+    result = {"file": Path(path).name, "mode": mode, "parse_s": stat.duration.total_seconds(),
+              "dagbag_wall_s": rounded(wall, 4), "tasks": stat.task_num, "modules_imported": len(new),
+              "edge_training_modules": sum(1 for m in new if m.startswith("edge_training")),
+              "sdk_modules_imported": sorted({m.split(".")[0] for m in new
+                                              if m.startswith(("azure", "docker", "paramiko"))})}
+    if profiler:
+        stats = pstats.Stats(profiler).stats  # {(file, line, function): (cc, nc, tottime, cumtime, callers)}
+        params = sum(row[3] for (file, _, function), row in stats.items()
+                     if (Path(file).name, function) in PARAM_FUNCTIONS)
+        result["profiled_wall_s"] = rounded(wall, 4)
+        result["params_cumulative_s"] = rounded(params, 4)
+    return result
 
 
 def child_client(service: str) -> dict:
@@ -371,30 +401,47 @@ def parse_importtime(stderr: str) -> dict:
 
 
 def measure_parse(repeats: int) -> tuple[list[dict], dict]:
+    """Alternating parses of the two files as the stack's dag-processor does them, ours also without its
+    preload; then one profiled parse of ours (Airflow's Param work) and one under -X importtime (plain)."""
     samples = []
     for i in range(repeats):
-        order = (DAG_FILE, EMPTY_FILE) if i % 2 == 0 else (EMPTY_FILE, DAG_FILE)
-        for path in order:
-            result, wall, _ = run_child("parse", str(path))
+        order = [(DAG_FILE, "preloaded"), (EMPTY_FILE, "preloaded"), (DAG_FILE, "plain")]
+        for path, mode in order if i % 2 == 0 else reversed(order):
+            result, wall, _ = run_child("parse", str(path), mode)
             sample = {"kind": "parse", **result, "process_wall_s": rounded(wall)}
             samples.append(sample)
             print(json.dumps(sample), flush=True)
-    _, _, stderr = run_child("parse", str(DAG_FILE), importtime=True)
+    for mode in ("profile", "profile"):
+        for path in (DAG_FILE, EMPTY_FILE):
+            result, wall, _ = run_child("parse", str(path), mode)
+            samples.append({"kind": "parse", **result, "process_wall_s": rounded(wall)})
+    _, _, stderr = run_child("parse", str(DAG_FILE), "plain", importtime=True)
     return samples, parse_importtime(stderr)
 
 
 def parse_ratio(samples: list[dict]) -> tuple[float, dict]:
-    ours = [s["parse_s"] for s in samples if s["file"] == DAG_FILE.name]
-    empty = [s["parse_s"] for s in samples if s["file"] == EMPTY_FILE.name]
+    def parse_times(name: str, mode: str) -> list[float]:
+        return [s["parse_s"] for s in samples if s["file"] == name and s["mode"] == mode]
+
+    ours, empty = parse_times(DAG_FILE.name, "preloaded"), parse_times(EMPTY_FILE.name, "preloaded")
+    plain = parse_times(DAG_FILE.name, "plain")
     tasks = {s["file"]: s["tasks"] for s in samples}
     if len(set(tasks.values())) != 1:
         raise SystemExit(f"the parse reference must have as many tasks as {DAG_ID}: {tasks}")
+    profiled = {name: [s for s in samples if s["file"] == name and s["mode"] == "profile"]
+                for name in (DAG_FILE.name, EMPTY_FILE.name)}
     return max(ours) / min(empty), {
         f"{DAG_FILE.name} parse s (min, median, max)": [min(ours), statistics.median(ours), max(ours)],
         f"{EMPTY_FILE.name} parse s (min, median, max)": [min(empty), statistics.median(empty), max(empty)],
-        "modules the DAG file imports while parsed": max(s["modules_imported"] for s in samples
-                                                         if s["file"] == DAG_FILE.name),
+        f"{DAG_FILE.name} parse s without the dag-processor's package preload (min, median, max)":
+            [min(plain), statistics.median(plain), max(plain)],
+        "modules the DAG file imports while parsed, with / without the preload": [
+            max(s["modules_imported"] for s in samples if s["file"] == DAG_FILE.name and s["mode"] == "preloaded"),
+            max(s["modules_imported"] for s in samples if s["file"] == DAG_FILE.name and s["mode"] == "plain")],
         "SDK packages imported while parsing": sorted({m for s in samples for m in s["sdk_modules_imported"]}),
+        "profiled parse (cProfile): wall s, of it Airflow's work on the DAG's Params s, per file (min)": {
+            name: [min(s["profiled_wall_s"] for s in rows), min(s["params_cumulative_s"] for s in rows)]
+            for name, rows in profiled.items()},
     }
 
 
@@ -467,7 +514,7 @@ def main() -> int:
     if args.child:
         mode, *rest = args.child
         if mode == "parse":
-            print(json.dumps(child_parse(rest[0])))
+            print(json.dumps(child_parse(rest[0], rest[1])))
             return 0
         load_stack_env()
         print(json.dumps(child_floor(rest[0]) if mode == "floor" else child_client(rest[0])))

@@ -174,12 +174,14 @@ class LocalAirflow:
             self.import_connections()
         env = self.env()
         airflow_bin = str(REPO / ".venv" / "bin" / "airflow")
+        preloading = [str(REPO / ".venv" / "bin" / "python"), "-m", "edge_training.preloading"]
         commands = {
             "api-server": [airflow_bin, "api-server", "--port", str(self.port), "--host", "127.0.0.1"],
             "scheduler": [airflow_bin, "scheduler"],
-            "dag-processor": [airflow_bin, "dag-processor"],
-            # `airflow triggerer`, with the triggers' modules imported before its runner is forked.
-            "triggerer": [str(REPO / ".venv" / "bin" / "python"), "-m", "edge_training.preloading_triggerer"],
+            # `airflow dag-processor` and `airflow triggerer`, each with the modules its forked processes would
+            # import (DAG file parses, the trigger runner) imported first (edge_training.preloading).
+            "dag-processor": [*preloading, "dag-processor"],
+            "triggerer": [*preloading, "triggerer"],
         }
         for i in range(self.workers):
             commands[f"worker-{i}"] = [

@@ -123,14 +123,20 @@ def test_the_scheduler_imported_the_task_modules_before_its_workers_started(airf
     assert "Worker starting up" in log[preloaded:], "no LocalExecutor worker started after the preload"
 
 
-def test_the_triggerer_imported_the_trigger_modules_before_it_started(airflow, one_partition_run):
-    """The tests' triggerer runs as edge_training.preloading_triggerer (as the demo's does): the triggers'
-    modules are imported before Airflow's triggerer starts and forks its runner, which inherits them
-    (tests/unit/test_preloading_triggerer.py checks the order; bench/overhead.py's first round the gain)."""
-    log = airflow.ctx.log_file(airflow._pid_name("triggerer")).read_text(errors="replace")
-    preloaded = log.rfind("modules for the trigger runner before starting the triggerer")  # the latest start
-    assert preloaded != -1, "the triggerer's log has no preload line: is it started through the entry point?"
-    assert "Starting the triggerer" in log[preloaded:], "Airflow's triggerer did not start after the preload"
+@pytest.mark.parametrize(("component", "preloaded_line", "started_line"), [
+    ("triggerer", "modules for the trigger runner before starting the triggerer", "Starting the triggerer"),
+    ("dag-processor", "modules for the DAG file parses before starting the dag-processor",
+     "Processing files using up to"),
+])
+def test_the_component_imported_its_modules_before_it_started(airflow, one_partition_run, component, preloaded_line,
+                                                               started_line):
+    """The tests' triggerer and dag-processor run through edge_training.preloading (as the demo's do): the
+    modules of the processes they fork (trigger runner, DAG file parses) are imported before Airflow's command
+    starts (tests/unit/test_preloading.py checks the order; bench/overhead.py the gain)."""
+    log = airflow.ctx.log_file(airflow._pid_name(component)).read_text(errors="replace")
+    preloaded = log.rfind(preloaded_line)  # the latest start
+    assert preloaded != -1, f"the {component}'s log has no preload line: is it started through the entry point?"
+    assert started_line in log[preloaded:], f"Airflow's {component} did not start after the preload"
 
 
 def test_a_three_day_window_trains_once_with_one_job_that_reads_the_three_days(airflow, ml_client, registry,

@@ -13,13 +13,13 @@ from tests.unit.fresh_interpreter import run_probe
 PROBE = """
 import json, sys
 from edge_training.executors import PreloadingLocalExecutor
-from edge_training.executors.local_preloading import PRELOAD_MODULES
+from edge_training.preloading import TASK_PRELOAD_MODULES
 
 seen = {}
 executor = PreloadingLocalExecutor(parallelism=2)
-before = [m for m in PRELOAD_MODULES if m in sys.modules]
+before = [m for m in TASK_PRELOAD_MODULES if m in sys.modules]
 executor._spawn_workers_with_gc_freeze = lambda n: seen.update(
-    fork=executor.is_mp_using_fork, missing=[m for m in PRELOAD_MODULES if m not in sys.modules])
+    fork=executor.is_mp_using_fork, missing=[m for m in TASK_PRELOAD_MODULES if m not in sys.modules])
 executor.start()
 print(json.dumps({"before": before, **seen}))
 """
