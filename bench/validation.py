@@ -58,13 +58,13 @@ def ensure_partition(count: int) -> None:
 def child(mode: str, count: int) -> dict:
     """One measurement in this (fresh) process: ``validate`` or ``download``. The clock starts once the
     modules a task process of the DAG starts with are imported (its executor preloads them:
-    edge_training.executors); the import time is recorded apart."""
+    edge_training.preloading.TASK_PRELOAD_MODULES); the import time is recorded apart."""
     importing = time.monotonic()
-    from edge_training.executors.local_preloading import preload
+    from edge_training.preloading import TASK_PRELOAD_MODULES, preload
     from edge_training.hooks.stackhub_blob import StackHubBlobHook
     from edge_training.operators.stackhub_blob import StackHubPartitionOperator
 
-    preload()
+    preload(TASK_PRELOAD_MODULES)
 
     started = time.monotonic()
     if mode == "validate":

@@ -28,36 +28,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-#: What a task process would otherwise import on its own start (the slow ones first).
-TASK_PRELOAD_MODULES = (
-    "azure.ai.ml",
-    "azure.ai.ml._artifacts._artifact_utilities",
-    "airflow.sdk.execution_time.task_runner",
-    "azure.identity",
-    "azure.storage.blob",
-    "docker",
-    "paramiko",
-    "airflow.providers.ssh.hooks.ssh",
-    "airflow.providers.microsoft.azure.hooks.container_registry",
-    # What the DAG files import when a task process parses them.
-    "edge_training.operators.azureml",
-    "edge_training.operators.container_image",
-    "edge_training.operators.edge_deploy",
-    "edge_training.operators.edge_vm",
-    "edge_training.operators.gate",
-    "edge_training.operators.stackhub_blob",
-    "edge_training.notifications.alerts",
-)
-
-#: What the trigger runner would otherwise import at its first trigger of each kind (the slow ones first).
-TRIGGERER_PRELOAD_MODULES = (
-    "azure.ai.ml",
-    "azure.identity",
-    "azure.storage.blob.aio",
-    "edge_training.triggers.azureml",
-    "edge_training.triggers.stackhub_blob",
-)
-
 #: What dags/ imports from this package; parsing a DAG file imports none of the SDKs
 #: (tests/unit/test_dag_parse_imports.py), so neither does this.
 DAG_PROCESSOR_PRELOAD_MODULES = (
@@ -76,6 +46,30 @@ DAG_PROCESSOR_PRELOAD_MODULES = (
     "edge_training.windows",
 )
 
+#: What a task process would otherwise import on its own start (the slow ones first), then what it
+#: imports when it parses its DAG file.
+TASK_PRELOAD_MODULES = (
+    "azure.ai.ml",
+    "azure.ai.ml._artifacts._artifact_utilities",
+    "airflow.sdk.execution_time.task_runner",
+    "azure.identity",
+    "azure.storage.blob",
+    "docker",
+    "paramiko",
+    "airflow.providers.ssh.hooks.ssh",
+    "airflow.providers.microsoft.azure.hooks.container_registry",
+    *DAG_PROCESSOR_PRELOAD_MODULES,
+)
+
+#: What the trigger runner would otherwise import at its first trigger of each kind (the slow ones first).
+TRIGGERER_PRELOAD_MODULES = (
+    "azure.ai.ml",
+    "azure.identity",
+    "azure.storage.blob.aio",
+    "edge_training.triggers.azureml",
+    "edge_training.triggers.stackhub_blob",
+)
+
 #: The components :func:`main` starts, with what each imports first and for which of its processes.
 COMPONENT_PRELOADS = {
     "triggerer": (TRIGGERER_PRELOAD_MODULES, "the trigger runner"),
@@ -83,7 +77,7 @@ COMPONENT_PRELOADS = {
 }
 
 
-def preload(modules: Sequence[str] = TASK_PRELOAD_MODULES) -> list[str]:
+def preload(modules: Sequence[str]) -> list[str]:
     """Import ``modules``; returns their names (an import error fails the component's start, loudly)."""
     for name in modules:
         importlib.import_module(name)
