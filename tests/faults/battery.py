@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -178,6 +179,24 @@ def wait_task(airflow, run_id: str, task_id: str, states: set[str], timeout: flo
                                  f"{task_id} is {ti.get('state')}")
         time.sleep(0.5)
     raise AssertionError(f"{task_id} of {run_id} not in {states} after {timeout:.0f}s (is {ti.get('state')})")
+
+
+#: The triggerer's first line for a trigger it runs (Airflow's own, shown in the task log).
+TRIGGER_STARTED = re.compile(r"^trigger \S+ \(ID \d+\) starting$", re.MULTILINE)
+
+
+def wait_trigger_started(airflow, run_id: str, task_id: str, timeout: float = 120) -> None:
+    """Until the task log shows a triggerer running the deferred task's trigger, as a person sees it in the UI.
+
+    Only a running trigger can act on a kill: Airflow drops a trigger no triggerer has started yet without
+    calling its ``on_kill`` (README, Reliability)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try_number = airflow.task_instances(DAG_ID, run_id)[task_id]["try_number"] or 1
+        if TRIGGER_STARTED.search(airflow.task_log(DAG_ID, run_id, task_id, try_number)):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no triggerer started the trigger of {task_id} in {run_id} within {timeout:.0f} s")
 
 
 def end_run(airflow, run_id: str) -> None:

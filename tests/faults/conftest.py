@@ -39,6 +39,7 @@ STARTED_GROUP: list[SideBySideGroup] = []
 FAULTS_DIR = Path(__file__).parent
 
 
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected: only the cases this session runs start
 def pytest_collection_modifyitems(config, items):
     SELECTED[:] = [item.originalname for item in items if item.originalname in CASES]
 

@@ -27,7 +27,9 @@ class PollPolicy:
     The first look waits ``initial_s`` (5 s): a trigger that fires within a few seconds of the
     deferral can beat the scheduler to the deferred task, and Airflow 3.3.2 then marks the task
     UP_FOR_RETRY ("finished with state success, but the task instance's state attribute is queued"),
-    which costs a retry delay. A 2 s first look did exactly that in bench/overhead.py.
+    which costs a retry delay. A 2 s first look did exactly that in bench/overhead.py. The package's
+    ``PreloadingLocalExecutor`` now keeps track of the resume, so the stale exit no longer fails it
+    there; the 5 s stays for the other executors (the compose file's CeleryExecutor).
 
     A running job's log is read at a poll only when it is due (``log_wait``): at once while it grows,
     and after each read that found nothing new twice as long as before, from ``initial_s`` up to
