@@ -72,6 +72,7 @@ from edge_training.partitions import partition_date_str
 from edge_training.windows import MAX_WINDOW_DAYS, data_args
 from edge_training.lineage import git_commit
 from edge_training.notifications.alerts import AlertTarget, EdgeAlertNotifier, run_deadline
+from edge_training.run_cleanup import CancelJobsLeftRunning
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TRAINING_CODE = str(PROJECT_ROOT / "include" / "training")
@@ -140,6 +141,9 @@ with DAG(
     max_active_tasks=8,
     dagrun_timeout=timedelta(hours=4),
     deadline=run_deadline(RUN_DEADLINE_MINUTES, job_link_tasks=["submit_training"]),
+    # A failed run cancels the AML job its failed training left running (a trigger no triggerer had
+    # started yet when the task was marked failed never hears of it).
+    on_failure_callback=CancelJobsLeftRunning(task_ids=["submit_training"]),
     default_args=default_args,
     doc_md=__doc__,
     tags=["edge", "azureml", "stack-hub", "training"],

@@ -43,6 +43,7 @@ DAG_PROCESSOR_PRELOAD_MODULES = (
     "edge_training.operators.retry_policy",
     "edge_training.operators.stackhub_blob",
     "edge_training.partitions",
+    "edge_training.run_cleanup",
     "edge_training.windows",
 )
 

@@ -392,6 +392,34 @@ def test_scheduler_killed_mid_run_then_restarted(airflow_components_killed, batt
     assert passed, (run["state"], [j.name for j in jobs], [v.version for v in versions])
 
 
+def test_a_task_marked_failed_while_no_triggerer_runs_still_cancels_its_job(alone, airflow, battery, admin,
+                                                                           ml_client, stack_env):
+    """The triggerer down (a crash, a restart) while the task defers and a person marks it failed: no trigger
+    hears of the kill, so the run's failure callback (edge_training.run_cleanup) cancels the job instead."""
+    since = time.time()
+    date = "2026-11-05"
+    airflow.kill("triggerer")
+    try:
+        with slow_runs(airflow, admin, {date: 600}) as runs:
+            run_id = runs[date]
+            wait_task(airflow, run_id, "submit_training", {"deferred"}, timeout=300)
+            job = running_job(ml_client, date, since).name
+            airflow.api("PATCH", f"/dags/{DAG_ID}/dagRuns/{quoted(run_id)}/taskInstances/submit_training",
+                        {"new_state": "failed"})
+            status, seconds = statuses_reached(ml_client, {job: time.monotonic()}, "Canceled", 60)[job]
+            run = airflow.wait_run(DAG_ID, run_id, timeout=120)
+    finally:
+        airflow.start()  # starts what is not running: the triggerer
+    left = job_containers(stack_env, job)
+    passed = run["state"] == "failed" and status == "Canceled" and seconds <= CANCEL_BOUND_S and not left
+    battery.record("the deferred submit_training marked failed while no triggerer runs", KIND,
+                   f"the run fails and its failure callback cancels the AML job within {CANCEL_BOUND_S} s; "
+                   "no container left",
+                   f"run {run['state']}; job {status} after {seconds:.1f} s; containers left: {left or 'none'}",
+                   passed)
+    assert passed, (run["state"], status, seconds, left)
+
+
 @side_by_side
 def test_aml_throttling_errors_and_slow_answers_are_ridden_out(airflow, battery, admin, ml_client, registry):
     """Every fault is scoped to this partition's requests, so the cases beside it see none."""
