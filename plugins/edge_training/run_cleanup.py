@@ -9,9 +9,10 @@ VM than the pool allows.
 
 The failed task fails its run, and a failed run calls the DAG's ``on_failure_callback`` in the dag-processor
 whatever the triggerer is doing. :class:`CancelJobsLeftRunning` is that callback: for each task it watches
-that ended without success, it reads the job name the task stored before it deferred and cancels the job if
-it still runs (a job already finished or canceled is left alone, so the usual case, where ``on_kill`` got
-there first, costs one status call).
+that has ended (in a state after which it will not follow its job again, the states in which the trigger's
+``on_kill`` cancels too), it reads the job name the task stored before it deferred and cancels the job if it
+still runs (a job already finished or canceled is left alone, so the usual case, where ``on_kill`` got there
+first, costs one status call).
 
 A run marked failed as a whole calls no callback in Airflow 3.3; its deferred task's trigger cancels the
 job once started, as before.
@@ -24,9 +25,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
-
-#: Task states after which the task will not follow its job again (the trigger's on_kill uses the same).
-ENDED_WITHOUT_SUCCESS = frozenset({"failed", "skipped", "upstream_failed", "removed"})
 
 
 def run_task_states(dag_id: str, run_id: str, task_ids: Sequence[str]) -> dict[str, str | None]:
@@ -50,7 +48,7 @@ def stored_job_name(dag_id: str, run_id: str, task_id: str) -> str | None:
 
 
 class CancelJobsLeftRunning:
-    """DAG ``on_failure_callback``: cancel the AML job of each watched task that ended without success.
+    """DAG ``on_failure_callback``: cancel the AML job of each watched task that has ended.
 
     :param task_ids: the tasks that submit an AML job and wait for it deferred.
     :param azureml_conn_id: the Airflow connection of the AML workspace.
@@ -64,11 +62,13 @@ class CancelJobsLeftRunning:
         self.cancel_wait_s = cancel_wait_s
 
     def jobs_left(self, dag_id: str, run_id: str) -> dict[str, str]:
-        """{task_id: job name} of the watched tasks that ended without success after storing a job."""
+        """{task_id: job name} of the watched tasks that have ended after storing a job."""
+        from edge_training.triggers.azureml import TASK_ENDED_STATES
+
         states = run_task_states(dag_id, run_id, self.task_ids)
         jobs = {}
         for task_id in self.task_ids:
-            if states.get(task_id) in ENDED_WITHOUT_SUCCESS and (name := stored_job_name(dag_id, run_id, task_id)):
+            if states.get(task_id) in TASK_ENDED_STATES and (name := stored_job_name(dag_id, run_id, task_id)):
                 jobs[task_id] = name
         return jobs
 
@@ -88,7 +88,7 @@ class CancelJobsLeftRunning:
                     log.exception("Run %s of %s failed: could not cancel AML job %s of %s", run_id, dag_id, name,
                                   task_id)
                     continue
-                log.info("Run %s of %s failed after %s ended without success: its AML job %s is %s", run_id,
-                         dag_id, task_id, name, job.status)
+                log.info("Run %s of %s failed after %s ended: its AML job %s is %s", run_id, dag_id, task_id,
+                         name, job.status)
         finally:
             hook.close()

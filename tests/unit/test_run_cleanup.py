@@ -14,6 +14,7 @@ import pytest
 import edge_training.hooks.azureml as azureml_hooks
 from edge_training import run_cleanup
 from edge_training.run_cleanup import CancelJobsLeftRunning
+from edge_training.triggers.azureml import TASK_ENDED_STATES
 
 
 class FakeHook:
@@ -55,8 +56,10 @@ def run_failed(monkeypatch, states: dict[str, str], stored: dict[str, str]) -> N
     callback({"dag": SimpleNamespace(dag_id="edge_training"), "run_id": "manual__2026-11-08"})
 
 
-@pytest.mark.parametrize("state", sorted(run_cleanup.ENDED_WITHOUT_SUCCESS))
-def test_a_training_that_ended_without_success_has_its_job_canceled(monkeypatch, aml, state):
+@pytest.mark.parametrize("state", sorted(TASK_ENDED_STATES))
+def test_a_training_that_ended_has_its_job_canceled_if_it_still_runs(monkeypatch, aml, state):
+    """Marked success as well as failed: the trigger's on_kill cancels in the same states (a finished job
+    is left alone by ``cancel_job`` itself)."""
     run_failed(monkeypatch, {"submit_training": state}, {"submit_training": "job-1"})
     [hook] = aml.built
     assert hook.azureml_conn_id == "aml_conn"
@@ -64,8 +67,8 @@ def test_a_training_that_ended_without_success_has_its_job_canceled(monkeypatch,
     assert hook.closed
 
 
-@pytest.mark.parametrize("state", ["success", "running", "deferred", "up_for_retry", None])
-def test_a_training_that_succeeded_or_still_follows_its_job_is_left_alone(monkeypatch, aml, state):
+@pytest.mark.parametrize("state", ["scheduled", "queued", "running", "deferred", "up_for_retry", None])
+def test_a_training_that_still_follows_its_job_is_left_alone(monkeypatch, aml, state):
     run_failed(monkeypatch, {"submit_training": state}, {"submit_training": "job-1"})
     assert aml.built == [], "no AML client is even built"
 
