@@ -141,7 +141,7 @@ with DAG(
     max_active_tasks=8,
     dagrun_timeout=timedelta(hours=4),
     deadline=run_deadline(RUN_DEADLINE_MINUTES, job_link_tasks=["submit_training"]),
-    # A failed run cancels the AML job its failed training left running (a trigger no triggerer had
+    # A failed run cancels the AML job its ended training left running (a trigger no triggerer had
     # started yet when the task was marked failed never hears of it).
     on_failure_callback=CancelJobsLeftRunning(task_ids=["submit_training"]),
     default_args=default_args,

@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from urllib.parse import quote
 
 import pytest
 
@@ -264,7 +263,7 @@ def test_training_script_failure_surfaces_the_jobs_own_error(airflow, battery, m
     # A job that fails within seconds fires its trigger early; the scheduler must not fail the resumed try
     # on the deferring process's late exit (edge_training.executors.PreloadingLocalExecutor.has_task).
     mismatches = [e.get("extra", "") for e in airflow.api(
-        "GET", f"/eventLogs?dag_id={DAG_ID}&run_id={quote(run_id)}&event=state%20mismatch")["event_logs"]]
+        "GET", f"/eventLogs?dag_id={DAG_ID}&run_id={quoted(run_id)}&event=state%20mismatch")["event_logs"]]
     jobs = jobs_of(ml_client, date, since)
     job_error = get_run_details(ml_client, jobs[0].name).error.error.message if jobs else ""
     # The job's own words: the training script's last log lines, carried in the AML error and the task log.

@@ -155,6 +155,21 @@ def test_second_execution_attaches_to_the_running_job(code_dir, hook):
         hook.cancel_job(name)
 
 
+def test_canceling_a_finished_job_sends_no_cancel(code_dir, hook, monkeypatch):
+    """The trigger's on_kill and the run's failure callback (edge_training.run_cleanup) may both cancel one
+    job: whichever comes second finds it ended and leaves it alone."""
+    from edge_training.hooks.azureml import CommandJobSpec
+
+    name = build_job_name(DAG_ID, PARTITION, unique_fingerprint())
+    spec = CommandJobSpec(command=job_command(lines=1, pause=0.1), environment=os.environ["EDGE_AML_ENVIRONMENT"],
+                          compute=os.environ["EDGE_AML_COMPUTE"], code=code_dir, outputs={"model": None})
+    hook.submit_command_job(name, spec)
+    wait_for_status(hook, name, {"Completed"})
+    monkeypatch.setattr(hook.client.jobs, "begin_cancel",
+                        lambda *args, **kwargs: pytest.fail(f"a cancel was sent for the finished job {name}"))
+    assert hook.cancel_job(name).status == "Completed"
+
+
 def test_a_name_another_spec_holds_is_refused_as_an_existing_job(code_dir, hook):
     """Two runs of a partition that both submit (the second with its own run's OpenLineage ids): the double,
     like AML, refuses a different spec under an existing name with 409, and the hook names that."""
