@@ -66,14 +66,27 @@ class StackContext:
         return self.log_dir / f"{name}.log"
 
     def running_pid(self, name: str) -> int | None:
-        """The pid recorded for ``name`` if that process is still alive, else None."""
+        """The pid recorded for ``name`` if that process is still alive, else None.
+
+        A process this one spawned and that has exited stays a zombie until reaped, and a zombie still
+        answers signal 0: it is reaped here, so a service that dies during start-up is seen dead at once
+        (and its log reported) rather than waited on as if it were still starting.
+        """
         path = self.pid_file(name)
         if not path.exists():
             return None
         try:
             pid = int(path.read_text().strip())
+        except ValueError:
+            return None
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return None
+        except ChildProcessError:
+            pass  # not this process's child: signal 0 below answers for it
+        try:
             os.kill(pid, 0)
-        except (ValueError, ProcessLookupError):
+        except ProcessLookupError:
             return None
         except PermissionError:
             return pid

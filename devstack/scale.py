@@ -44,16 +44,74 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _wait_port(name: str, port: int, ctx: StackContext, timeout: float = 60) -> None:
+class ExitedDuringStartUp(StackError):
+    """The service's process ended before it listened; the message carries its log's end."""
+
+
+def _log_tail(name: str, ctx: StackContext, since: int = 0) -> str:
+    log = ctx.log_file(name)
+    if not log.exists():
+        return "(no log)"
+    return log.read_bytes()[since:].decode(errors="replace")[-1500:]
+
+
+def _log_size(name: str, ctx: StackContext) -> int:
+    log = ctx.log_file(name)
+    return log.stat().st_size if log.exists() else 0
+
+
+def _wait_port(name: str, port: int, ctx: StackContext, timeout: float = 60, log_since: int = 0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _listening(port):
             return
         if not ctx.running_pid(name):
-            log = ctx.log_file(name)
-            raise StackError(f"{name}: exited during start-up: {log.read_text()[-1500:] if log.exists() else ''}")
+            raise ExitedDuringStartUp(f"{name}: exited during start-up: {_log_tail(name, ctx, log_since)}")
         time.sleep(0.2)
-    raise StackError(f"{name}: not listening on 127.0.0.1:{port} after {timeout:.0f}s")
+    raise StackError(f"{name}: not listening on 127.0.0.1:{port} after {timeout:.0f}s; its log ends: "
+                     f"{_log_tail(name, ctx, log_since)}")
+
+
+def _start(name: str, argv: list[str], port: int, ctx: StackContext, *, attempts: int = 3,
+           backoff: float = 2.0, cwd: Path | None = None) -> None:
+    """Spawn ``argv`` as service ``name`` and wait until it listens on ``port``, starting it again (up to
+    ``attempts`` times) when it exits during start-up; the error that remains quotes each attempt's log."""
+    failures = []
+    for attempt in range(1, attempts + 1):
+        since = _log_size(name, ctx)
+        ctx.spawn(name, argv, cwd=cwd)
+        try:
+            _wait_port(name, port, ctx, log_since=since)
+            return
+        except ExitedDuringStartUp as exc:
+            failures.append(f"attempt {attempt}: {exc}")
+            print(f"{name}: exited during start-up (attempt {attempt} of {attempts}): "
+                  f"{_log_tail(name, ctx, since)}", file=sys.stderr)
+            if attempt < attempts:
+                time.sleep(backoff * attempt)
+    raise StackError(f"{name}: did not start in {attempts} attempts:\n" + "\n".join(failures))
+
+
+def _clear_stale_lock(data: Path) -> None:
+    """Remove ``postmaster.pid`` left by a Postgres that did not shut down (killed with its machine).
+
+    Postgres itself ignores such a file only when its pid is free; once another process of the
+    postgres user has that pid, it refuses to start, however long it is retried. A live postmaster on
+    this data directory is left alone and named instead.
+    """
+    lock = data / "postmaster.pid"
+    try:
+        pid = int(lock.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        command = []
+    if b"-D" in command and str(data).encode() in command:
+        raise StackError(f"postgres: a postmaster (pid {pid}) this stack did not start runs on {data} "
+                         f"without listening on 127.0.0.1:{PG_PORT}; stop it and run again")
+    lock.unlink()
 
 
 def sql_alchemy_conn(database: str = PG_DB) -> str:
@@ -106,13 +164,15 @@ def up(ctx: StackContext | None = None, *, redis: bool = True) -> list[str]:
             shutil.chown(data, "postgres", "postgres")
             run(["runuser", "-u", "postgres", "--", _pg_bin("initdb"), "-D", str(data), "-U", PG_USER,
                  "--auth=trust", "-E", "UTF8"], what="postgres initdb", cwd=Path("/"))
+        # Only TCP on loopback, which every client here uses: no Unix socket, so no lock file in the
+        # shared /tmp that a Postgres of another checkout, or one killed with the machine, leaves behind.
         # Several Airflow installations share it (each process keeps a pool of connections); its data is
         # the tests' and demo's throwaway metadata, so it skips fsync.
-        ctx.spawn("postgres", ["runuser", "-u", "postgres", "--", _pg_bin("postgres"), "-D", str(data),
-                               "-h", "127.0.0.1", "-p", str(PG_PORT), "-k", "/tmp",
-                               "-c", "max_connections=400", "-c", "fsync=off"], cwd=Path("/"))
+        _clear_stale_lock(data)
+        _start("postgres", ["runuser", "-u", "postgres", "--", _pg_bin("postgres"), "-D", str(data),
+                            "-h", "127.0.0.1", "-p", str(PG_PORT), "-c", "unix_socket_directories=",
+                            "-c", "max_connections=400", "-c", "fsync=off"], PG_PORT, ctx, cwd=Path("/"))
         started.append("postgres")
-        _wait_port("postgres", PG_PORT, ctx)
         deadline = time.monotonic() + 30
         while _psql("SELECT 1").returncode != 0:
             if time.monotonic() > deadline:
@@ -124,9 +184,8 @@ def up(ctx: StackContext | None = None, *, redis: bool = True) -> list[str]:
             raise StackError(f"redis: port {REDIS_PORT} is taken by a process this stack did not start")
         redis_dir = ctx.state / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)
-        ctx.spawn("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(REDIS_PORT),
-                            "--dir", str(redis_dir), "--save", "", "--appendonly", "no"])
-        _wait_port("redis", REDIS_PORT, ctx)
+        _start("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(REDIS_PORT),
+                         "--dir", str(redis_dir), "--save", "", "--appendonly", "no"], REDIS_PORT, ctx)
         started.append("redis")
     print(f"scale path: postgres 127.0.0.1:{PG_PORT}" + (f", redis 127.0.0.1:{REDIS_PORT}" if redis else ""))
     return started

@@ -34,3 +34,11 @@ def test_running_pid_ignores_a_stale_pid_file(tmp_path):
     ctx.run_dir.mkdir(parents=True)
     ctx.pid_file("gone").write_text("999999999\n")
     assert ctx.running_pid("gone") is None
+
+
+def test_running_pid_sees_a_spawned_process_that_died_during_start_up(tmp_path):
+    """Unreaped, the dead child is a zombie that answers signal 0: a start-up wait would run to its
+    timeout and report "not listening" instead of the service's own error."""
+    ctx = StackContext(state=tmp_path)
+    ctx.spawn("dies", ["bash", "-c", "echo 'FATAL: lock file already exists'; exit 1"])
+    assert _wait_for(lambda: ctx.running_pid("dies") is None, timeout=5)
