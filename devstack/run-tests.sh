@@ -3,12 +3,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-cleanup() { "$PY" -m devstack.demo down || true; "$PY" -m devstack.scale down || true; "$PY" -m devstack down || true; }
+unit_pid=""
+cleanup() {
+  # The unit tests run in the background: an early exit (stack-up failed) must not leave them running.
+  if [ -n "$unit_pid" ]; then kill "$unit_pid" 2>/dev/null || true; fi
+  "$PY" -m devstack.demo down || true; "$PY" -m devstack.scale down || true; "$PY" -m devstack down || true
+}
 trap cleanup EXIT
+# Before the unit tests open their thousands of loopback connections: none of them may be given one of the
+# stack's ports as its own, whose TIME_WAIT would then keep a service from binding it (devstack/ports.py).
+"$PY" -m devstack.ports
 # Arguments name what to run (`make faults` passes tests/faults); none means the whole suite. Then the unit
 # tests, which need no stack, run while it starts (their report follows the stack tests'), all but
 # tests/unit/test_compose.py, which reads the compose file with the docker CLI the stack installs.
-unit_pid=""
 if [ "$#" -eq 0 ]; then
   unit_log=$(mktemp)
   "$PY" -m pytest -ra -p no:cacheprovider tests/unit --ignore=tests/unit/test_compose.py >"$unit_log" 2>&1 &
@@ -23,6 +30,7 @@ status=$?
 if [ -n "$unit_pid" ]; then
   wait "$unit_pid"
   unit_status=$?
+  unit_pid=""
   echo "---- the unit tests (run while the stack started) ----"
   cat "$unit_log"
   rm -f "$unit_log"

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from devstack import ports
 from devstack.base import StackContext, StackError
-from devstack.util import apt_install, run
+from devstack.util import apt_install, port_listening, run
 
 PG_PORT = 47132
 REDIS_PORT = 47179
@@ -36,12 +36,6 @@ def _pg_bin(name: str) -> str:
     if found:
         return found
     raise StackError(f"postgres: {name} not found after installing postgresql")
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 class ExitedDuringStartUp(StackError):
@@ -63,7 +57,7 @@ def _log_size(name: str, ctx: StackContext) -> int:
 def _wait_port(name: str, port: int, ctx: StackContext, timeout: float = 60, log_since: int = 0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _listening(port):
+        if port_listening(port):
             return
         if not ctx.running_pid(name):
             raise ExitedDuringStartUp(f"{name}: exited during start-up: {_log_tail(name, ctx, log_since)}")
@@ -155,7 +149,8 @@ def up(ctx: StackContext | None = None, *, redis: bool = True) -> list[str]:
     # checkout (a clone may sit in a 0700 folder the postgres user cannot enter), one per checkout.
     data = PG_DATA_ROOT / hashlib.sha256(str(ctx.state).encode()).hexdigest()[:12]
     if not ctx.running_pid("postgres"):
-        if _listening(PG_PORT):
+        ports.wait_for_time_wait(PG_PORT)
+        if port_listening(PG_PORT):
             raise StackError(f"postgres: port {PG_PORT} is taken by a process this stack did not start")
         if not (data / "PG_VERSION").exists():
             PG_DATA_ROOT.mkdir(parents=True, exist_ok=True)
@@ -180,7 +175,8 @@ def up(ctx: StackContext | None = None, *, redis: bool = True) -> list[str]:
             time.sleep(0.5)
         database(PG_DB)
     if redis and not ctx.running_pid("redis"):
-        if _listening(REDIS_PORT):
+        ports.wait_for_time_wait(REDIS_PORT)
+        if port_listening(REDIS_PORT):
             raise StackError(f"redis: port {REDIS_PORT} is taken by a process this stack did not start")
         redis_dir = ctx.state / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ import sys
 import time
 import traceback
 
+from devstack import ports
 from devstack.base import Service, StackContext, StackError
 from devstack.util import descendants, format_env_file, pid_alive, port_conflicts, wait_until, write_private
 
@@ -69,6 +70,10 @@ def _is_running(ctx: StackContext, service: Service) -> bool:
 def _refuse_taken_ports(ctx: StackContext, services: list[Service]) -> bool:
     """Print and return True when a port the stack needs is held by something it did not start."""
     ours = [s.name for s in services if _is_running(ctx, s)]
+    for service in services:
+        if service.name not in ours:
+            for port in service.ports:
+                ports.wait_for_time_wait(port)
     conflicts = port_conflicts({s.name: s.ports for s in services}, ours=ours)
     for line in conflicts:
         print(f"stack-up: {line}", file=sys.stderr)
@@ -80,6 +85,8 @@ def _refuse_taken_ports(ctx: StackContext, services: list[Service]) -> bool:
 
 def up(ctx: StackContext | None = None) -> int:
     ctx = ctx or StackContext()
+    # Before anything binds or checks a port: no client is handed one of the stack's ports from here on.
+    print(ports.reserve(), flush=True)
     # Checked before the lock too, so a refused `up` creates nothing at all.
     if _refuse_taken_ports(ctx, load_services()[0]):
         return 1

@@ -92,6 +92,13 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
+def port_listening(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts connections on host:port."""
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
 def port_conflicts(wanted: Mapping[str, Iterable[int]], *, in_use: Callable[[int], bool] = port_in_use,
                    ours: Iterable[str] = ()) -> list[str]:
     """Messages for each port a service needs that something else holds.

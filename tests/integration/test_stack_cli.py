@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from devstack import stack
+from devstack import ports, stack
 from devstack.base import StackContext
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,6 +49,13 @@ def test_second_up_is_a_fast_noop():
         assert f"{name}: already running" in proc.stdout, proc.stdout
     assert "started at" not in proc.stdout
     assert elapsed < 60, f"a warm up took {elapsed:.1f}s"
+
+
+def test_up_left_the_stack_ports_out_of_the_ephemeral_range():
+    """What the kernel is told (the effect on the ports it hands out: tests/unit/test_devstack_ports.py)."""
+    reserved = ports.parse_ranges(ports.RESERVED_PORTS.read_text())
+    assert ports.covers(reserved, ports.STACK_PORTS), reserved
+    assert "ports: 47100-47199 reserved" in devstack("up").stdout
 
 
 def test_stack_env_has_every_documented_variable(stack_env):

@@ -12,6 +12,7 @@ import pytest
 
 from devstack import scale
 from devstack.base import StackContext, StackError
+from devstack.util import port_listening
 
 # Fails its first start (as Postgres does on a lock file it cannot take), then listens.
 FLAKY_SERVICE = """
@@ -51,7 +52,7 @@ def test_a_service_that_exits_during_start_up_is_started_again(flaky):
     port = free_port()
     scale._start("flaky", argv(port, failures=1), port, ctx, backoff=0)
     assert starts.read_text() == "2"
-    assert scale._listening(port)
+    assert port_listening(port)
 
 
 def test_giving_up_quotes_each_attempts_own_log(flaky):
