@@ -13,7 +13,6 @@ bind them explicitly.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -85,4 +84,3 @@ def wait_for_time_wait(port: int, *, timeout: float = 65.0, in_use=None, listeni
 
 if __name__ == "__main__":
     print(reserve())
-    sys.exit(0)

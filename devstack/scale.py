@@ -79,8 +79,7 @@ def _start(name: str, argv: list[str], port: int, ctx: StackContext, *, attempts
             return
         except ExitedDuringStartUp as exc:
             failures.append(f"attempt {attempt}: {exc}")
-            print(f"{name}: exited during start-up (attempt {attempt} of {attempts}): "
-                  f"{_log_tail(name, ctx, since)}", file=sys.stderr)
+            print(f"{exc} (attempt {attempt} of {attempts})", file=sys.stderr)
             if attempt < attempts:
                 time.sleep(backoff * attempt)
     raise StackError(f"{name}: did not start in {attempts} attempts:\n" + "\n".join(failures))
