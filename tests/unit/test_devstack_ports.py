@@ -92,3 +92,39 @@ def test_every_port_the_stack_and_its_airflows_listen_on_is_in_the_reserved_rang
     # the tests' and the benchmarks' own Airflow API servers
     listened |= {47181, 47182, 47191, 47193, 47195, 47197}
     assert listened <= set(ports.STACK_PORTS), sorted(listened - set(ports.STACK_PORTS))
+
+
+def test_stack_up_waits_out_a_time_wait_on_its_port_instead_of_refusing(tmp_path):
+    """A closed client connection that had the port as its own (as before the reservation): its TIME_WAIT
+    keeps the port from being bound for 60 s, and stack-up's port check waits it out. Slow (60 s) by nature."""
+    import socket
+    import time
+
+    from devstack.base import Service, StackContext
+    from devstack.stack import _refuse_taken_ports
+    from devstack.util import port_in_use
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    client = socket.socket()
+    client.bind(("127.0.0.1", port))
+    client.connect(server.getsockname())
+    accepted, _ = server.accept()
+    client.close()  # the client closes first: the TIME_WAIT is on its port
+    time.sleep(0.2)
+    accepted.close()
+    server.close()
+    assert port_in_use(port), "no TIME_WAIT: the case is not set up"
+
+    class Probe(Service):
+        name = "probe"
+        ports = (port,)
+
+    started = time.monotonic()
+    assert _refuse_taken_ports(StackContext(state=tmp_path), [Probe()]) is False
+    assert not port_in_use(port)
+    assert time.monotonic() - started > 5  # it did wait
