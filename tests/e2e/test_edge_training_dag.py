@@ -326,3 +326,75 @@ def test_backfill_with_a_missing_partition_then_reprocess_failed(airflow, ml_cli
                - models_after_first[MISSING]) == 1
     new_tags = set(registry.tags(MODEL_NAME)) - tags_after_first
     assert len([t for t in new_tags if not t.startswith("fp-")]) == 1, new_tags
+
+
+# Three days queued for a 1-slot edge_vm pool that opens only once all three trainings wait for it.
+QUEUE = ["2026-10-11", "2026-10-12", "2026-10-13"]
+QUEUE_JOB_SECONDS = 10
+
+
+def _set_edge_vm_slots(airflow, slots: int) -> None:
+    from devstack.airflow_local import EDGE_VM_POOL
+
+    airflow.api("PATCH", f"/pools/{EDGE_VM_POOL}?update_mask=slots",
+                {"pool": EDGE_VM_POOL, "slots": slots, "include_deferred": True})
+
+
+def _instant(value: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def test_the_edge_vm_serves_the_oldest_run_first_and_a_finished_training_before_newer_runs(airflow, stack_env):
+    """The edge_vm pool serves runs in the order they were created (edge_training.pool_order, through the
+    real scheduler): with one slot and three trainings waiting for it, the jobs run oldest run first, and a
+    training whose job ended (its last step needs the slot again) ends before the next run's job starts.
+    Without the policy the runs' weights tie and the scheduler's pick between them is arbitrary (they have
+    no logical_date): it came out right by chance in a run without it, so the weights in the scheduler's
+    database are checked first; the order then shows they point the right way."""
+    from edge_training.hooks.azureml import AzureMLHook
+
+    for date in QUEUE:
+        seed_partition(date, rows=1500 + random.randrange(3000))  # fresh data: no job to reuse
+    keys = {partition_key(d) for d in QUEUE}
+    assert AmlDoubleAdmin.from_env(stack_env).jobs_in_flight() == 0, "another test left a job running on the VM"
+    wait_backfills_closed(airflow)
+    _set_edge_vm_slots(airflow, 0)
+    try:
+        airflow.api("POST", "/backfills", {
+            "dag_id": DAG_ID, "from_date": f"{QUEUE[0]}T00:00:00Z", "to_date": f"{QUEUE[-1]}T00:00:00Z",
+            "max_active_runs": len(QUEUE), "dag_run_conf": {"min_training_seconds": QUEUE_JOB_SECONDS},
+        })
+        deadline, waiting = time.monotonic() + 300, {}
+        while time.monotonic() < deadline:
+            runs = backfill_runs(airflow, keys)
+            waiting = {k: airflow.task_instances(DAG_ID, r["dag_run_id"]).get("submit_training", {}).get("state")
+                       for k, r in runs.items()}
+            if len(waiting) == len(QUEUE) and set(waiting.values()) == {"scheduled"}:
+                break
+            time.sleep(2)
+        assert set(waiting.values()) == {"scheduled"} and len(waiting) == len(QUEUE), waiting
+    finally:
+        _set_edge_vm_slots(airflow, 1)
+    try:
+        runs = wait_backfill(airflow, keys, timeout=900)
+    finally:
+        _set_edge_vm_slots(airflow, POOL_SLOTS)
+    assert {k: r["state"] for k, r in runs.items()} == dict.fromkeys(keys, "success"), runs
+
+    trainings, jobs = [], []
+    with AzureMLHook(azureml_conn_id="azureml_default") as hook:
+        for date in QUEUE:  # the backfill creates its runs in date order
+            run_id = runs[partition_key(date)]["dag_run_id"]
+            trainings.append(airflow.task_instances(DAG_ID, run_id)["submit_training"])
+            jobs.append(hook.get_run_info(airflow.xcom(DAG_ID, run_id, "submit_training")["job_name"]))
+    weights = [ti["priority_weight"] for ti in trainings]
+    assert weights == sorted(weights, reverse=True) and len(set(weights)) == len(weights), weights
+    starts = [_instant(job.started_at) for job in jobs]
+    assert starts == sorted(starts), f"the jobs of {QUEUE} started at {starts}: not oldest run first"
+    for date, training, next_date, next_start in zip(QUEUE, trainings, QUEUE[1:], starts[1:]):
+        ended = _instant(training["end_date"])
+        assert ended < next_start, (
+            f"{date}'s training ended {ended - next_start:.1f} s after {next_date}'s job started: "
+            "a newer run took the edge_vm slot before the finished training's last step")
