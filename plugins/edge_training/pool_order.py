@@ -5,8 +5,8 @@ tasks) and once more, after the job ends, for the step that reads the job's resu
 scheduler picks among waiting task instances by priority weight, then by the run's ``logical_date``.
 The DAG's partition timetable gives its runs no ``logical_date``, so between its runs the order is
 arbitrary (apache/airflow#70880): in a backfill a training whose job had ended could wait for its
-result step behind every newer run's submission (440 s in bench/backfill.py), holding back its model's
-registration and image.
+result step behind newer runs' whole jobs (bench/backfill.py reports a job's end to its training task's
+end), holding back its model's registration and image.
 
 :func:`task_instance_mutation_hook` adds a run rank to the weight of each task instance in the
 ``edge_vm`` pool: the older the run (run ids are given in creation order), the higher. A finished
