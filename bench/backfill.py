@@ -127,7 +127,7 @@ def all_task_instances(airflow) -> dict[str, dict]:
 
 
 def set_pool(airflow, slots: int) -> None:
-    from devstack.airflow_local import EDGE_VM_POOL
+    from edge_training.pool_order import EDGE_VM_POOL
 
     # As LocalAirflow.start creates it: a deferred training still runs on the VM, so it keeps its slot.
     airflow.airflow("pools", "set", EDGE_VM_POOL, str(slots), "Trainings the edge VM runs at once",

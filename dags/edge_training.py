@@ -69,6 +69,7 @@ from edge_training.operators.gate import EvaluateGateOperator
 from edge_training.operators.retry_policy import EDGE_RETRY_POLICY
 from edge_training.operators.stackhub_blob import StackHubPartitionOperator
 from edge_training.partitions import partition_date_str
+from edge_training.pool_order import EDGE_VM_POOL
 from edge_training.windows import MAX_WINDOW_DAYS, data_args
 from edge_training.lineage import git_commit
 from edge_training.notifications.alerts import AlertTarget, EdgeAlertNotifier, run_deadline
@@ -275,7 +276,7 @@ with DAG(
         },
         force_new_job="{{ params.force_retrain }}",
         job_timeout="{{ params.job_timeout_minutes * 60 }}",
-        pool="edge_vm",
+        pool=EDGE_VM_POOL,
         poll_policy=PollPolicy(initial_s=min(PollPolicy.initial_s, AML_POLL_MAX_SECONDS), max_s=AML_POLL_MAX_SECONDS),
         deferrable="{{ params.wait_in_triggerer }}",
         # Also bounds the time spent deferred: the operator hands it to the trigger, which cancels the job.

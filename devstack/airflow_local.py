@@ -19,6 +19,7 @@ from pathlib import Path
 
 from devstack.base import REPO, STATE, StackContext, StackError
 from devstack.util import read_stack_env
+from edge_training.pool_order import EDGE_VM_POOL
 
 API_PORT = 47180
 ADMIN_USER = "admin"
@@ -26,7 +27,6 @@ ADMIN_USER = "admin"
 VIEWER_USER = "viewer"
 #: The simple auth manager's users and their roles.
 USERS = {ADMIN_USER: "admin", VIEWER_USER: "viewer"}
-EDGE_VM_POOL = "edge_vm"
 EDGE_VM_POOL_SLOTS = 2
 MODEL_REGISTRY_POOL = "edge_model_registry"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")

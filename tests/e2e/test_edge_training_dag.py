@@ -334,7 +334,7 @@ QUEUE_JOB_SECONDS = 10
 
 
 def _set_edge_vm_slots(airflow, slots: int) -> None:
-    from devstack.airflow_local import EDGE_VM_POOL
+    from edge_training.pool_order import EDGE_VM_POOL
 
     airflow.api("PATCH", f"/pools/{EDGE_VM_POOL}?update_mask=slots",
                 {"pool": EDGE_VM_POOL, "slots": slots, "include_deferred": True})

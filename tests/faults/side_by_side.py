@@ -94,7 +94,7 @@ class SideBySideGroup:
                 self._on_finish = None
 
     def _set_pool_slots(self, slots: int) -> int:
-        from devstack.airflow_local import EDGE_VM_POOL
+        from edge_training.pool_order import EDGE_VM_POOL
 
         before = self.airflow.api("GET", f"/pools/{EDGE_VM_POOL}")
         self.airflow.api("PATCH", f"/pools/{EDGE_VM_POOL}?update_mask=slots",
