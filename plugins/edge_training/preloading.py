@@ -29,7 +29,8 @@ import sys
 from collections.abc import Sequence
 
 #: What dags/ imports from this package; parsing a DAG file imports none of the SDKs
-#: (tests/unit/test_dag_parse_imports.py), so neither does this.
+#: (tests/unit/test_dag_parse_imports.py), so neither does this. Not edge_training.pool_order: every
+#: Airflow process has it already, from airflow_local_settings.
 DAG_PROCESSOR_PRELOAD_MODULES = (
     "edge_training.assets",
     "edge_training.hooks.azureml_polling",
