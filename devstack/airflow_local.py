@@ -399,6 +399,14 @@ class LocalAirflow:
     def set_paused(self, dag_id: str, paused: bool) -> None:
         self.api("PATCH", f"/dags/{dag_id}", {"is_paused": paused})
 
+    def set_edge_vm_slots(self, slots: int) -> int:
+        """Give the edge_vm pool ``slots`` (deferred tasks still counted) through the REST API, as an
+        operator would; returns the slots it had."""
+        before = self.api("GET", f"/pools/{EDGE_VM_POOL}")
+        self.api("PATCH", f"/pools/{EDGE_VM_POOL}?update_mask=slots",
+                 {"pool": EDGE_VM_POOL, "slots": slots, "include_deferred": True})
+        return before["slots"]
+
     def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict]:
         quoted = urllib.request.quote(run_id, safe="")
         tis = self.api("GET", f"/dags/{dag_id}/dagRuns/{quoted}/taskInstances")["task_instances"]

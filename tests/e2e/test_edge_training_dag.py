@@ -333,17 +333,10 @@ QUEUE = ["2026-10-11", "2026-10-12", "2026-10-13"]
 QUEUE_JOB_SECONDS = 10
 
 
-def _set_edge_vm_slots(airflow, slots: int) -> None:
-    from edge_training.pool_order import EDGE_VM_POOL
-
-    airflow.api("PATCH", f"/pools/{EDGE_VM_POOL}?update_mask=slots",
-                {"pool": EDGE_VM_POOL, "slots": slots, "include_deferred": True})
-
-
 def _instant(value: str) -> float:
     from datetime import datetime
 
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(value).timestamp()
 
 
 def test_the_edge_vm_serves_the_oldest_run_first_and_a_finished_training_before_newer_runs(airflow, stack_env):
@@ -360,7 +353,7 @@ def test_the_edge_vm_serves_the_oldest_run_first_and_a_finished_training_before_
     keys = {partition_key(d) for d in QUEUE}
     assert AmlDoubleAdmin.from_env(stack_env).jobs_in_flight() == 0, "another test left a job running on the VM"
     wait_backfills_closed(airflow)
-    _set_edge_vm_slots(airflow, 0)
+    airflow.set_edge_vm_slots(0)
     try:
         airflow.api("POST", "/backfills", {
             "dag_id": DAG_ID, "from_date": f"{QUEUE[0]}T00:00:00Z", "to_date": f"{QUEUE[-1]}T00:00:00Z",
@@ -376,11 +369,11 @@ def test_the_edge_vm_serves_the_oldest_run_first_and_a_finished_training_before_
             time.sleep(2)
         assert set(waiting.values()) == {"scheduled"} and len(waiting) == len(QUEUE), waiting
     finally:
-        _set_edge_vm_slots(airflow, 1)
+        airflow.set_edge_vm_slots(1)
     try:
         runs = wait_backfill(airflow, keys, timeout=900)
     finally:
-        _set_edge_vm_slots(airflow, POOL_SLOTS)
+        airflow.set_edge_vm_slots(POOL_SLOTS)
     assert {k: r["state"] for k, r in runs.items()} == dict.fromkeys(keys, "success"), runs
 
     trainings, jobs = [], []

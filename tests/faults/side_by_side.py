@@ -55,7 +55,7 @@ class SideBySideGroup:
     def start(self) -> None:
         if not self.selected or self.futures:
             return
-        self._restore_slots = self._set_pool_slots(WIDE_POOL_SLOTS)
+        self._restore_slots = self.airflow.set_edge_vm_slots(WIDE_POOL_SLOTS)
         self._pool = ThreadPoolExecutor(max_workers=len(self.selected), thread_name_prefix="side-by-side")
         for name in self.selected:
             self.futures[name] = self._pool.submit(self._run, name)
@@ -87,16 +87,9 @@ class SideBySideGroup:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
             if self._restore_slots is not None:
-                self._set_pool_slots(self._restore_slots)
+                self.airflow.set_edge_vm_slots(self._restore_slots)
                 self._restore_slots = None
             if self._on_finish is not None:
                 self._on_finish()
                 self._on_finish = None
 
-    def _set_pool_slots(self, slots: int) -> int:
-        from edge_training.pool_order import EDGE_VM_POOL
-
-        before = self.airflow.api("GET", f"/pools/{EDGE_VM_POOL}")
-        self.airflow.api("PATCH", f"/pools/{EDGE_VM_POOL}?update_mask=slots",
-                         {"pool": EDGE_VM_POOL, "slots": slots, "include_deferred": True})
-        return before["slots"]
