@@ -27,9 +27,10 @@ from datetime import timedelta
 
 import pendulum
 
-from airflow.sdk import DAG, Param, PartitionedAssetTimetable
+from airflow.sdk import DAG, PartitionedAssetTimetable
 from airflow.sdk.definitions.decorators import task
 from edge_training.assets import configured_model_name, model_asset
+from edge_training.dag_params import form_param
 from edge_training.notifications.alerts import EdgeAlertNotifier
 from edge_training.operators.edge_deploy import (
     EdgeDeployApprovalOperator,
@@ -66,17 +67,27 @@ with DAG(
     tags=["edge", "azureml", "deploy"],
     render_template_as_native_obj=True,
     params={
-        "model_name": Param(MODEL_NAME, type="string", pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,254}$",
-                            description="AML model name."),
-        "model_version": Param(None, type=["null", "string"], pattern=r"^[A-Za-z0-9_.-]{1,128}$",
-                               description="Version to serve (a deploy or a rollback by hand). Empty: the "
-                               "version named by the triggering model asset event."),
-        "require_approval": Param(False, type="boolean",
-                                  description="Ask a person to approve (Airflow's Required actions) first."),
-        "serving_port": Param(SERVING_PORT, type="integer", minimum=1, maximum=65533,
-                              description="Stable serving port on the edge VM."),
-        "proxy_image": Param(os.environ.get("EDGE_BASE_IMAGE", "edge-training-base:bookworm"), type="string",
-                             description="Image on the VM that runs the stable address's proxy."),
+        "model_name": form_param(
+            MODEL_NAME, type="string", pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,254}$", description="AML model name."
+        ),
+        "model_version": form_param(
+            None,
+            type=["null", "string"],
+            pattern=r"^[A-Za-z0-9_.-]{1,128}$",
+            description="Version to serve (a deploy or a rollback by hand). Empty: the version named by the "
+            "triggering model asset event.",
+        ),
+        "require_approval": form_param(
+            False, type="boolean", description="Ask a person to approve (Airflow's Required actions) first."
+        ),
+        "serving_port": form_param(
+            SERVING_PORT, type="integer", minimum=1, maximum=65533, description="Stable serving port on the edge VM."
+        ),
+        "proxy_image": form_param(
+            os.environ.get("EDGE_BASE_IMAGE", "edge-training-base:bookworm"),
+            type="string",
+            description="Image on the VM that runs the stable address's proxy.",
+        ),
     },
 ) as dag:
 

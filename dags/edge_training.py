@@ -53,7 +53,7 @@ from pathlib import Path
 
 import pendulum
 
-from airflow.sdk import DAG, AssetAlias, CronPartitionTimetable, Param
+from airflow.sdk import DAG, AssetAlias, CronPartitionTimetable
 
 # `task` from the module airflow.sdk takes it from: the dag-processor imports the Airflow modules a DAG
 # file names once, in its long-lived parent (`parsing_pre_import_modules`), and the decorator's own
@@ -61,6 +61,7 @@ from airflow.sdk import DAG, AssetAlias, CronPartitionTimetable, Param
 # file. bench/overhead.py measures the parse; tests/unit/test_dag_parse_imports.py keeps it so.
 from airflow.sdk.definitions.decorators import task
 from edge_training.assets import configured_model_name, model_asset
+from edge_training.dag_params import form_param
 from edge_training.hooks.azureml_polling import PollPolicy, poll_max_seconds
 from edge_training.operators.azureml import AzureMLRegisterModelOperator, AzureMLSubmitJobOperator
 from edge_training.operators.container_image import ModelImageBuildOperator, ModelImagePushOperator
@@ -153,20 +154,20 @@ with DAG(
     # operators refuse text where those belong. Values between tasks travel as task outputs (.output).
     render_template_as_native_obj=True,
     params={
-        "partition": Param(
+        "partition": form_param(
             None,
             type=["null", "string"],
             format="date",
             description="Partition date to train (YYYY-MM-DD). Empty: the run's own partition key.",
         ),
-        "window_days": Param(
+        "window_days": form_param(
             1,
             type="integer",
             minimum=1,
             maximum=MAX_WINDOW_DAYS,
             description="Train on this many daily partitions, ending at the run's own (1: that day alone).",
         ),
-        "min_days": Param(
+        "min_days": form_param(
             None,
             type=["null", "integer"],
             minimum=1,
@@ -174,50 +175,50 @@ with DAG(
             description="Days of the window that must be usable; the others may be missing or incomplete "
             "(named in the log and the model's tags). Empty: every day of the window.",
         ),
-        "force_retrain": Param(
+        "force_retrain": form_param(
             False,
             type="boolean",
             description="Submit a new AML job even if a completed one exists for this partition and data.",
         ),
-        "model_name": Param(
+        "model_name": form_param(
             MODEL_NAME,
             type="string",
             # Starts with a letter, so a native render keeps it text (never a number).
             pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,254}$",
             description="AML model name; also the image repository in the registry.",
         ),
-        "primary_metric": Param("roc_auc", type="string", description="Metric the gate compares."),
-        "gate_tolerance": Param(
+        "primary_metric": form_param("roc_auc", type="string", description="Metric the gate compares."),
+        "gate_tolerance": form_param(
             0.02, type="number", minimum=0, description="How much worse than production is still accepted."
         ),
-        "min_disk_gib": Param(2.0, type="number", minimum=0, description="Free disk needed on the VM."),
-        "min_memory_gib": Param(1.0, type="number", minimum=0, description="Free memory needed on the VM."),
-        "max_clock_skew_s": Param(60, type="integer", minimum=0, description="Allowed VM clock skew."),
-        "require_gpu": Param(False, type="boolean", description="Fail unless the VM has a GPU."),
-        "environment": Param(
+        "min_disk_gib": form_param(2.0, type="number", minimum=0, description="Free disk needed on the VM."),
+        "min_memory_gib": form_param(1.0, type="number", minimum=0, description="Free memory needed on the VM."),
+        "max_clock_skew_s": form_param(60, type="integer", minimum=0, description="Allowed VM clock skew."),
+        "require_gpu": form_param(False, type="boolean", description="Fail unless the VM has a GPU."),
+        "environment": form_param(
             os.environ.get("EDGE_AML_ENVIRONMENT", "edge-training-base:1"),
             type="string",
             description="AML environment (name:version) the job runs in.",
         ),
-        "environment_image": Param(
+        "environment_image": form_param(
             os.environ.get("EDGE_BASE_IMAGE", "edge-training-base:bookworm"),
             type="string",
             description="Docker image of that environment; must be on the VM. Also the serving base image.",
         ),
-        "compute": Param(
+        "compute": form_param(
             os.environ.get("EDGE_AML_COMPUTE", "edge-vm"),
             type="string",
             description="AML compute attached for the edge (virtualmachine or kubernetes).",
         ),
-        "job_timeout_minutes": Param(120, type="integer", minimum=1, description="Cancel the job after this."),
-        "min_training_seconds": Param(
+        "job_timeout_minutes": form_param(120, type="integer", minimum=1, description="Cancel the job after this."),
+        "min_training_seconds": form_param(
             0,
             type="integer",
             minimum=0,
             description="The training job keeps running until this many seconds have passed (train.py "
             "--min-seconds): a training of known length, for benchmarks. 0: off.",
         ),
-        "wait_in_triggerer": Param(
+        "wait_in_triggerer": form_param(
             True,
             type="boolean",
             description="Wait for the AML job in the triggerer (frees the worker slot). False waits in the "

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 #: Airflow process has it already, from airflow_local_settings.
 DAG_PROCESSOR_PRELOAD_MODULES = (
     "edge_training.assets",
+    "edge_training.dag_params",
     "edge_training.hooks.azureml_polling",
     "edge_training.lineage",
     "edge_training.notifications.alerts",

@@ -345,3 +345,53 @@ def test_the_next_page_is_asked_for_while_the_current_one_is_read():
     assert [first.name, *(e.name for e in entries)] == [
         "t/date=2026-11-10/part-0 & <1>.csv", "t/date=2026-11-10/part-\ufffe.csv",
         "t/date=2026-11-10/part-9 & <1>.csv", "t/date=2026-11-10/part-9\ufffe.csv"]
+
+
+def test_sampled_headers_are_read_at_once_and_judged_in_the_sample_order(monkeypatch):
+    import threading
+    import time
+
+    from edge_training.hooks.stackhub_blob import HEADER_READS_AT_ONCE, StackHubBlobHook
+
+    hook = StackHubBlobHook(stackhub_conn_id="unused")
+    monkeypatch.setattr(hook, "get_conn", lambda: None)
+    lock, reading, most_at_once = threading.Lock(), [0], [0]
+    files = [(f"t/part-{i:02d}.csv", 100) for i in range(20)]
+    drifted = {"t/part-03.csv", "t/part-17.csv"}
+
+    def read_header(container, name, size):
+        with lock:
+            reading[0] += 1
+            most_at_once[0] = max(most_at_once[0], reading[0])
+        time.sleep(0.05 if name != "t/part-03.csv" else 0.2)  # the first drifted file answers last
+        with lock:
+            reading[0] -= 1
+        return ["a", "c"] if name in drifted else ["a", "b"]
+
+    monkeypatch.setattr(hook, "read_header", read_header)
+    assert hook.check_schema(container="c", files=files[:3], expected_columns=None) == ["a", "b"]
+    assert most_at_once[0] == 3
+    most_at_once[0] = 0
+    with pytest.raises(SchemaDriftError) as refused:
+        hook.check_schema(container="c", files=files, expected_columns=None)
+    assert most_at_once[0] == HEADER_READS_AT_ONCE
+    message = str(refused.value)
+    assert "schema drift in 2 of 20 checked data file(s) against the header of t/part-00.csv" in message
+    assert message.index("t/part-03.csv") < message.index("t/part-17.csv")
+
+
+def test_a_failed_header_read_raises_the_first_failing_file_of_the_sample(monkeypatch):
+    from edge_training.hooks.stackhub_blob import StackHubBlobHook
+
+    hook = StackHubBlobHook(stackhub_conn_id="unused")
+    monkeypatch.setattr(hook, "get_conn", lambda: None)
+
+    def read_header(container, name, size):
+        if name in ("t/part-2.csv", "t/part-5.csv"):
+            raise SchemaDriftError(f"{name}: header line is empty")
+        return ["a"]
+
+    monkeypatch.setattr(hook, "read_header", read_header)
+    files = [(f"t/part-{i}.csv", 10) for i in range(8)]
+    with pytest.raises(SchemaDriftError, match=r"^t/part-2\.csv: header line is empty$"):
+        hook.check_schema(container="c", files=files, expected_columns=["a"])
