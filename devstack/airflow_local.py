@@ -120,6 +120,10 @@ class LocalAirflow:
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True",
             "EDGE_TRAINING_SCHEDULE_END": "2026-11-01",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+            # After a loop with nothing to do the scheduler sleeps this long (Airflow's default is 1 s): a task
+            # that ends meanwhile waits out the sleep before the next one is scheduled, at each step of the
+            # chain (bench/overhead.py's gaps between tasks).
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
             # A task whose process died (a worker or scheduler crash) is retried after this, not 5 min.
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
