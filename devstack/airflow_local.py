@@ -30,6 +30,11 @@ USERS = {ADMIN_USER: "admin", VIEWER_USER: "viewer"}
 EDGE_VM_POOL_SLOTS = 2
 MODEL_REGISTRY_POOL = "edge_model_registry"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+#: Scheduler settings of every deployment of the project (docker-compose.yaml sets them too). After a loop
+#: with nothing to do the scheduler sleeps scheduler_idle_sleep_time (Airflow's default is 1 s): a task that
+#: ends meanwhile waits out the sleep before the next one is scheduled, at each step of the chain
+#: (bench/overhead.py's gaps between tasks).
+SCHEDULER_SETTINGS = {"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25"}
 
 
 @dataclass
@@ -120,10 +125,7 @@ class LocalAirflow:
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True",
             "EDGE_TRAINING_SCHEDULE_END": "2026-11-01",
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
-            # After a loop with nothing to do the scheduler sleeps this long (Airflow's default is 1 s): a task
-            # that ends meanwhile waits out the sleep before the next one is scheduled, at each step of the
-            # chain (bench/overhead.py's gaps between tasks).
-            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
+            **SCHEDULER_SETTINGS,
             # A task whose process died (a worker or scheduler crash) is retried after this, not 5 min.
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from devstack.airflow_local import SCHEDULER_SETTINGS
 from devstack.compose_init import CONNECTION_IDS, init
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,3 +100,9 @@ def test_compose_creates_the_edge_vm_pool_counting_deferred_tasks(compose_config
             pools[args.pool] = (int(args.slots), args.include_deferred)
     assert pools["edge_vm"] == (2, True), pools
     assert pools["edge_model_registry"][0] == 1, pools
+
+
+def test_compose_schedules_as_the_local_stack(compose_config):
+    """The scheduler settings bench/overhead.py measures on the local stack hold in the compose deployment."""
+    env = compose_config["services"]["airflow-scheduler"]["environment"]
+    assert {name: env.get(name) for name in SCHEDULER_SETTINGS} == SCHEDULER_SETTINGS
