@@ -2,8 +2,8 @@
 
 Airflow checks each Param's schema against its metaschema whenever a DAG file is parsed (the DAG
 validates its Params' defaults with ``jsonschema.validate``), and then again when a run is triggered.
-A schema that names no ``$schema`` is checked against draft 2020-12, whose metaschema is spread over
-eight vocabularies; draft-07's is one document, quicker to check against. Airflow's work on the Params
+A schema that names no ``$schema`` is checked against draft 2020-12, whose metaschema is split into
+seven vocabularies; draft-07's is one document, quicker to check against. Airflow's work on the Params
 was the largest part of parsing ``dags/edge_training.py`` (``bench/overhead.py`` profiles the parse).
 The schemas here use nothing newer than draft-07: types, ``minimum``/``maximum``, ``pattern``, ``enum``
 and ``format``.
