@@ -129,9 +129,7 @@ def all_task_instances(airflow) -> dict[str, dict]:
 def set_pool(airflow, slots: int) -> None:
     from edge_training.pool_order import EDGE_VM_POOL
 
-    # As LocalAirflow.start creates it: a deferred training still runs on the VM, so it keeps its slot.
-    airflow.airflow("pools", "set", EDGE_VM_POOL, str(slots), "Trainings the edge VM runs at once",
-                    "--include-deferred")
+    airflow.set_edge_vm_slots(slots)  # a deferred training still runs on the VM, so it keeps its slot
     pool = {p["name"]: p for p in airflow.api("GET", "/pools")["pools"]}[EDGE_VM_POOL]
     if (pool["slots"], pool["include_deferred"]) != (slots, True):
         raise SystemExit(f"edge_vm pool is {pool}, expected {slots} slots counting deferred tasks")

@@ -355,7 +355,8 @@ def test_sampled_headers_are_read_at_once_and_judged_in_the_sample_order(monkeyp
 
     hook = StackHubBlobHook(stackhub_conn_id="unused")
     monkeypatch.setattr(hook, "get_conn", lambda: None)
-    lock, reading, most_at_once = threading.Lock(), [0], [0]
+    lock = threading.Condition()
+    reading, most_at_once, awaited = [0], [0], [0]
     files = [(f"t/part-{i:02d}.csv", 100) for i in range(20)]
     drifted = {"t/part-03.csv", "t/part-17.csv"}
 
@@ -363,15 +364,21 @@ def test_sampled_headers_are_read_at_once_and_judged_in_the_sample_order(monkeyp
         with lock:
             reading[0] += 1
             most_at_once[0] = max(most_at_once[0], reading[0])
+            lock.notify_all()
+            # Each read answers once the expected number are under way (not after a fixed sleep, which a
+            # loaded machine can outlast before the pool's threads start); a serial pass gives up waiting.
+            if not lock.wait_for(lambda: most_at_once[0] >= awaited[0], timeout=2):
+                awaited[0] = 0
         time.sleep(0.05 if name != "t/part-03.csv" else 0.2)  # the first drifted file answers last
         with lock:
             reading[0] -= 1
         return ["a", "c"] if name in drifted else ["a", "b"]
 
     monkeypatch.setattr(hook, "read_header", read_header)
+    awaited[0] = 3
     assert hook.check_schema(container="c", files=files[:3], expected_columns=None) == ["a", "b"]
     assert most_at_once[0] == 3
-    most_at_once[0] = 0
+    most_at_once[0], awaited[0] = 0, HEADER_READS_AT_ONCE
     with pytest.raises(SchemaDriftError) as refused:
         hook.check_schema(container="c", files=files, expected_columns=None)
     assert most_at_once[0] == HEADER_READS_AT_ONCE
