@@ -8,6 +8,11 @@ partition with the same hook's client (8 threads). Both clocks start after the i
 process starts with (its executor preloads them) and include the client's construction. Sizes
 alternate, ``--repeats`` times each.
 
+Also measured, to show where validation's time goes: the List Blobs pages of the 20,000 blobs alone, fetched
+one after the other as the hook sends them (``stackhub_listing.fetch_page``, the next marker read from each)
+and not parsed: the service's share, which validation cannot go below without listing in parallel (a
+marker is opaque on Azure, so the hook cannot split a listing). Reported with the download against it.
+
 Targets: peak RSS growth from 2,000 to 20,000 blobs <= 10 % (largest 20,000-blob peak over the smallest
 2,000-blob one); validating 20,000 blobs >= 20 x faster than downloading them (slowest validation against
 the fastest download). Writes bench/results/validation.json.
@@ -73,6 +78,18 @@ def child(mode: str, count: int) -> dict:
             prefix=prefix_template(count), partition_key=DATE, expected_columns=COLUMNS,
         ).execute({})
         assert summary["file_count"] == count, summary
+    elif mode == "list":
+        from edge_training.hooks.stackhub_listing import MAX_PAGE_SIZE, fetch_page, next_marker
+
+        container = StackHubBlobHook().container_client("training")
+        prefix = prefix_template(count).format(partition_date=DATE)
+        marker, pages = None, 0
+        while True:
+            page = fetch_page(container, prefix, MAX_PAGE_SIZE, marker)
+            pages += 1
+            if not (marker := next_marker(page)):
+                break
+        assert pages == count // MAX_PAGE_SIZE + 1, pages  # the last page holds _SUCCESS and the manifest
     else:
         container = StackHubBlobHook().container_client("training")
         prefix = prefix_template(count).format(partition_date=DATE)
@@ -118,6 +135,7 @@ def main() -> int:
         for count in SIZES:
             samples.append(measure("validate", count))
         samples.append(measure("download", SIZES[-1]))
+        samples.append(measure("list", SIZES[-1]))
 
     def of(mode: str, count: int, key: str) -> list[float]:
         return [s[key] for s in samples if s["mode"] == mode and s["blobs"] == count]
@@ -132,6 +150,13 @@ def main() -> int:
     ], samples, details={
         f"{mode} {n:,} blobs, wall s (min, max)": [min(of(mode, n, "wall_s")), max(of(mode, n, "wall_s"))]
         for mode, n in (("validate", small), ("validate", big), ("download", big))
+    } | {
+        f"List Blobs pages alone for {big:,} blobs, wall s (min, max)": [min(of("list", big, "wall_s")),
+                                                                          max(of("list", big, "wall_s"))],
+        f"validate {big:,} blobs / their List Blobs pages alone (slowest validation, fastest listing)":
+            round(max(of("validate", big, "wall_s")) / min(of("list", big, "wall_s")), 2),
+        f"downloading {big:,} blobs / their List Blobs pages alone (fastest download, slowest listing)":
+            round(min(of("download", big, "wall_s")) / max(of("list", big, "wall_s")), 2),
     } | {"imports before the clock started, s (min, max)": [min(s["import_s"] for s in samples),
                                                             max(s["import_s"] for s in samples)]})
     return 0 if document["ok"] else 1
